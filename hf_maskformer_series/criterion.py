@@ -1,0 +1,163 @@
+"""Set-prediction losses of the MaskFormer family, with deep supervision.
+
+- classification: cross-entropy over `num_labels + 1` classes, the "no object" class down-weighted;
+- masks, Mask2Former: sigmoid BCE + dice on points picked by uncertainty-based importance sampling
+  (for videos, points are drawn per frame);
+- masks, MaskFormer: sigmoid focal + dice on the full masks, predictions upsampled to the target size.
+
+Mask losses are normalised by `num_masks`, the number of target masks (video: instances, not × frames),
+all-reduced across processes when torch.distributed is initialised and clamped at 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .matcher import HungarianMatcher
+from .point_sampling import point_sample, uncertain_point_coordinates
+
+
+def sigmoid_cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """`[N, P]` logits and targets → mean BCE per mask, summed, / num_masks."""
+    return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(1).sum() / num_masks
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """`[N, P]` logits and targets → mean focal loss per mask, summed, / num_masks."""
+    probs = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = probs * targets + (1 - probs) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.mean(1).sum() / num_masks
+
+
+def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
+    """`[N, P]` logits and targets → `Σ (1 - (2·I + 1) / (S + 1)) / num_masks`."""
+    probs = logits.sigmoid()
+    numerator = 2 * (probs * targets).sum(-1)
+    denominator = probs.sum(-1) + targets.sum(-1)
+    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+
+
+def count_masks(class_labels: list[torch.Tensor], device: torch.device) -> float:
+    """Number of target masks, averaged over processes when distributed, clamped at 1."""
+    num_masks = torch.tensor([float(sum(len(labels) for labels in class_labels))], device=device)
+    world_size = 1
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(num_masks)
+        world_size = dist.get_world_size()
+    return torch.clamp(num_masks / world_size, min=1).item()
+
+
+class SetCriterion(nn.Module):
+    """Matches predictions to targets and computes the weighted losses on the final and auxiliary predictions.
+
+    Args:
+        num_labels: number of classes (without "no object").
+        matcher: the Hungarian matcher.
+        class_weight, mask_weight, dice_weight: loss weights.
+        no_object_weight: cross-entropy weight of the "no object" class.
+        mask_loss: "point_sigmoid_ce" (Mask2Former) or "focal" (MaskFormer, full resolution).
+        num_points, oversample_ratio, importance_sample_ratio: point sampling (Mask2Former).
+    """
+
+    def __init__(self, num_labels: int, matcher: HungarianMatcher, class_weight: float = 2.0, mask_weight: float = 5.0,
+                 dice_weight: float = 5.0, no_object_weight: float = 0.1, mask_loss: str = "point_sigmoid_ce",
+                 num_points: int = 12544, oversample_ratio: float = 3.0, importance_sample_ratio: float = 0.75):
+        super().__init__()
+        if mask_loss not in ("point_sigmoid_ce", "focal"):
+            raise ValueError(f"mask_loss must be 'point_sigmoid_ce' or 'focal', got {mask_loss!r}")
+        self.num_labels = num_labels
+        self.matcher = matcher
+        self.weight_dict = {"loss_cross_entropy": class_weight, "loss_mask": mask_weight, "loss_dice": dice_weight}
+        self.mask_loss = mask_loss
+        self.num_points = num_points
+        self.oversample_ratio = oversample_ratio
+        self.importance_sample_ratio = importance_sample_ratio
+        empty_weight = torch.ones(num_labels + 1)
+        empty_weight[-1] = no_object_weight
+        self.register_buffer("empty_weight", empty_weight)
+
+    def loss_labels(self, class_logits: torch.Tensor, class_labels: list[torch.Tensor], indices) -> torch.Tensor:
+        """Cross-entropy, `class_logits [batch, queries, num_labels + 1]`."""
+        batch, queries, _ = class_logits.shape
+        target_classes = torch.full((batch, queries), self.num_labels, dtype=torch.int64, device=class_logits.device)
+        for image, (query_index, target_index) in enumerate(indices):
+            target_classes[image, query_index.to(class_logits.device)] = class_labels[image][target_index].to(
+                class_logits.device
+            )
+        return F.cross_entropy(class_logits.transpose(1, 2).float(), target_classes, self.empty_weight)
+
+    def loss_masks(self, mask_logits: torch.Tensor, mask_labels: list[torch.Tensor], indices,
+                   num_masks: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mask and dice losses, `mask_logits [batch, queries, (frames,) h, w]`."""
+        predictions = torch.cat([mask_logits[image, query.to(mask_logits.device)] for image, (query, _) in
+                                 enumerate(indices)])
+        targets = torch.cat([mask_labels[image][target].to(mask_logits) for image, (_, target) in enumerate(indices)])
+        if predictions.shape[0] == 0:
+            zero = mask_logits.sum() * 0.0
+            return zero, zero
+        # one row per mask (per frame for videos): [rows, 1, h, w]
+        predictions = predictions.flatten(0, -3).unsqueeze(1).float()
+        targets = targets.flatten(0, -3).unsqueeze(1).float()
+        if self.mask_loss == "focal":
+            predictions = F.interpolate(predictions, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+            predictions, targets = predictions.flatten(1), targets.flatten(1)
+            return sigmoid_focal_loss(predictions, targets, num_masks), dice_loss(predictions, targets, num_masks)
+        with torch.no_grad():
+            points = uncertain_point_coordinates(
+                predictions, self.num_points, self.oversample_ratio, self.importance_sample_ratio
+            )
+            point_targets = point_sample(targets, points).squeeze(1)
+        point_logits = point_sample(predictions, points).squeeze(1)
+        return (
+            sigmoid_cross_entropy_loss(point_logits, point_targets, num_masks),
+            dice_loss(point_logits, point_targets, num_masks),
+        )
+
+    def _losses(self, class_logits, mask_logits, mask_labels, class_labels, num_masks) -> dict[str, torch.Tensor]:
+        indices = self.matcher(class_logits, mask_logits, mask_labels, class_labels)
+        loss_mask, loss_dice = self.loss_masks(mask_logits, mask_labels, indices, num_masks)
+        return {
+            "loss_cross_entropy": self.loss_labels(class_logits, class_labels, indices),
+            "loss_mask": loss_mask,
+            "loss_dice": loss_dice,
+        }
+
+    def forward(self, class_logits: torch.Tensor, mask_logits: torch.Tensor, mask_labels: list[torch.Tensor],
+                class_labels: list[torch.Tensor],
+                auxiliary_predictions: list[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+        """
+        Args:
+            class_logits: `[batch, queries, num_labels + 1]`.
+            mask_logits: `[batch, queries, (frames,) h, w]`.
+            mask_labels: per image `[targets, (frames,) H, W]` binary masks.
+            class_labels: per image `[targets]` class ids in `[0, num_labels)`.
+            auxiliary_predictions: `{"class_queries_logits", "masks_queries_logits"}` of the earlier layers.
+
+        Returns:
+            Unweighted losses `loss_cross_entropy`, `loss_mask`, `loss_dice`, and `..._{i}` for auxiliary layer i.
+        """
+        num_masks = count_masks(class_labels, class_logits.device)
+        losses = self._losses(class_logits, mask_logits, mask_labels, class_labels, num_masks)
+        for index, auxiliary in enumerate(auxiliary_predictions or []):
+            auxiliary_losses = self._losses(
+                auxiliary["class_queries_logits"], auxiliary["masks_queries_logits"], mask_labels, class_labels,
+                num_masks,
+            )
+            losses.update({f"{name}_{index}": value for name, value in auxiliary_losses.items()})
+        return losses
+
+    def weighted_sum(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Total loss: each loss times the weight of its kind."""
+        total = 0.0
+        for name, value in losses.items():
+            kind = next(key for key in self.weight_dict if name == key or name.startswith(key + "_"))
+            total = total + self.weight_dict[kind] * value
+        return total

@@ -1,0 +1,275 @@
+"""The image Mask2Former: backbone → deformable pixel decoder → masked-attention decoder → class and mask heads.
+
+Module and parameter names follow transformers' Mask2Former, so `facebook/mask2former-*` checkpoints load
+unchanged; the blocks themselves are this package's shared modules.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+
+from .backbone import backbone_channels, backbone_feature_maps, build_backbone, freeze_batch_norm
+from .configuration_mask2former import SeriesMask2FormerConfig
+from .criterion import SetCriterion
+from .masked_attention_decoder import MaskedAttentionDecoderLayer, MaskedAttentionTransformerModule
+from .matcher import HungarianMatcher
+from .modeling_outputs import (
+    SeriesSegmentationModelOutput,
+    SeriesUniversalSegmentationOutput,
+    image_sizes_from_pixel_mask,
+)
+from .pixel_decoder import DeformableAttentionLayer, MSDeformAttnPixelDecoder
+from .validation import validate_pixel_values, validate_targets
+
+
+class SeriesMask2FormerPixelLevelModule(nn.Module):
+    """Backbone (`encoder`) and deformable pixel decoder (`decoder`)."""
+
+    def __init__(self, config: SeriesMask2FormerConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = build_backbone(config.backbone_config)
+        self.decoder = MSDeformAttnPixelDecoder(
+            backbone_channels(self.encoder),
+            feature_size=config.feature_size,
+            mask_feature_size=config.mask_feature_size,
+            num_layers=config.encoder_layers,
+            num_heads=config.num_attention_heads,
+            num_points=config.encoder_num_points,
+            ffn_dim=config.encoder_feedforward_dim,
+            dropout=config.dropout,
+            activation=config.activation_function,
+            feature_strides=config.feature_strides,
+            common_stride=config.common_stride,
+        )
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.config.freeze_backbone_batch_norm:
+            freeze_batch_norm(self.encoder)
+        return self
+
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool = False):
+        """`[batch, 3, H, W]` → (4 backbone maps, `PixelDecoderOutput`)."""
+        features = backbone_feature_maps(self.encoder, pixel_values)
+        return features, self.decoder(features, output_hidden_states=output_hidden_states)
+
+
+class SeriesMask2FormerPreTrainedModel(PreTrainedModel):
+    config_class = SeriesMask2FormerConfig
+    config: SeriesMask2FormerConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    _no_split_modules = ["MaskedAttentionDecoderLayer"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Initialisation of the original implementation (only touches parameters not loaded from a checkpoint)."""
+        xavier_std = self.config.init_xavier_std
+        if isinstance(module, DeformableAttentionLayer):
+            init.constant_(module.sampling_offsets.weight, 0.0)
+            thetas = torch.arange(module.n_heads, dtype=torch.float32) * (2.0 * math.pi / module.n_heads)
+            grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+            grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(module.n_heads, 1, 1, 2)
+            grid = grid.repeat(1, module.n_levels, module.n_points, 1)
+            grid = grid * torch.arange(1, module.n_points + 1, dtype=torch.float32).view(1, 1, -1, 1)
+            init.copy_(module.sampling_offsets.bias, grid.flatten())
+            init.constant_(module.attention_weights.weight, 0.0)
+            init.constant_(module.attention_weights.bias, 0.0)
+            for projection in (module.value_proj, module.output_proj):
+                init.xavier_uniform_(projection.weight)
+                init.constant_(projection.bias, 0.0)
+        elif isinstance(module, MaskedAttentionDecoderLayer):
+            for parameter in module.parameters():
+                if parameter.dim() > 1:
+                    init.xavier_uniform_(parameter, gain=xavier_std)
+            init.zeros_(module.cross_attn.in_proj_bias)
+        elif isinstance(module, MSDeformAttnPixelDecoder):
+            init.normal_(module.level_embed, std=1.0)
+            for projection in module.input_projections:
+                init.xavier_uniform_(projection[0].weight, gain=1.0)
+                init.constant_(projection[0].bias, 0.0)
+        elif isinstance(module, MaskedAttentionTransformerModule):
+            for projection in module.input_projections:
+                if isinstance(projection, nn.Conv2d):
+                    init.xavier_uniform_(projection.weight, gain=xavier_std)
+                    init.constant_(projection.bias, 0.0)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+        elif isinstance(module, (nn.Linear, nn.Conv2d)) and not getattr(module, "_in_backbone", False):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and not getattr(module, "_in_backbone", False):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        else:
+            super()._init_weights(module)
+
+
+class SeriesMask2FormerModel(SeriesMask2FormerPreTrainedModel):
+    """Mask2Former without the class head: per-layer query states and mask logits."""
+
+    def __init__(self, config: SeriesMask2FormerConfig):
+        super().__init__(config)
+        self.pixel_level_module = SeriesMask2FormerPixelLevelModule(config)
+        self.transformer_module = MaskedAttentionTransformerModule(
+            in_channels=config.feature_size,
+            hidden_dim=config.hidden_dim,
+            num_queries=config.num_queries,
+            num_layers=config.decoder_layers - 1,
+            num_heads=config.num_attention_heads,
+            dim_feedforward=config.dim_feedforward,
+            mask_feature_size=config.mask_feature_size,
+            dropout=config.dropout,
+            pre_norm=config.pre_norm,
+            enforce_input_projection=config.enforce_input_projection,
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SeriesSegmentationModelOutput | tuple:
+        """
+        Args:
+            pixel_values: `[batch, 3, H, W]`, normalised, padded bottom/right.
+            pixel_mask: `[batch, H, W]`, 1 on real pixels (the model ignores padding like the original).
+        """
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        validate_pixel_values(pixel_values, getattr(self.config.backbone_config, "num_channels", 3))
+        features, pixel_decoder_output = self.pixel_level_module(pixel_values, output_hidden_states)
+        decoder_output = self.transformer_module(
+            pixel_decoder_output.multi_scale_features,
+            pixel_decoder_output.mask_features,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        output = SeriesSegmentationModelOutput(
+            encoder_last_hidden_state=features[-1],
+            pixel_decoder_last_hidden_state=pixel_decoder_output.mask_features,
+            transformer_decoder_last_hidden_state=decoder_output.last_hidden_state,
+            transformer_decoder_intermediate_states=tuple(decoder_output.intermediate_hidden_states),
+            masks_queries_logits=tuple(decoder_output.masks_queries_logits),
+            encoder_hidden_states=tuple(features) if output_hidden_states else None,
+            pixel_decoder_hidden_states=tuple(pixel_decoder_output.multi_scale_features)
+            if output_hidden_states
+            else None,
+            transformer_decoder_hidden_states=tuple(decoder_output.hidden_states) if output_hidden_states else None,
+            attentions=tuple(decoder_output.attentions) if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class SeriesMask2FormerForUniversalSegmentation(SeriesMask2FormerPreTrainedModel):
+    """Mask2Former with the class head and the loss: semantic, instance and panoptic segmentation."""
+
+    def __init__(self, config: SeriesMask2FormerConfig):
+        super().__init__(config)
+        self.model = SeriesMask2FormerModel(config)
+        self.class_predictor = nn.Linear(config.hidden_dim, config.num_labels + 1)
+        matcher = HungarianMatcher(
+            cost_class=config.class_weight,
+            cost_mask=config.mask_weight,
+            cost_dice=config.dice_weight,
+            num_points=config.train_num_points,
+        )
+        self.criterion = SetCriterion(
+            num_labels=config.num_labels,
+            matcher=matcher,
+            class_weight=config.class_weight,
+            mask_weight=config.mask_weight,
+            dice_weight=config.dice_weight,
+            no_object_weight=config.no_object_weight,
+            num_points=config.train_num_points,
+            oversample_ratio=config.oversample_ratio,
+            importance_sample_ratio=config.importance_sample_ratio,
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        mask_labels: list[torch.Tensor] | None = None,
+        class_labels: list[torch.Tensor] | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_auxiliary_logits: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SeriesUniversalSegmentationOutput | tuple:
+        """
+        Args:
+            pixel_values: `[batch, 3, H, W]`.
+            mask_labels: per image `[targets, H, W]` binary masks at the input resolution (training).
+            class_labels: per image `[targets]` class ids in `[0, num_labels)` (training).
+            pixel_mask: `[batch, H, W]`, 1 on real pixels.
+            output_auxiliary_logits: return the earlier layers' predictions (default: config).
+
+        Returns:
+            `SeriesUniversalSegmentationOutput`; `loss` when targets are given.
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if (mask_labels is None) != (class_labels is None):
+            raise ValueError("mask_labels and class_labels must be given together")
+        if mask_labels is not None:
+            validate_targets(mask_labels, class_labels, pixel_values, self.config.num_labels)
+        outputs = self.model(
+            pixel_values,
+            pixel_mask=pixel_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        class_logits = [self.class_predictor(states) for states in outputs.transformer_decoder_intermediate_states]
+        mask_logits = outputs.masks_queries_logits
+        auxiliary_logits = [
+            {"class_queries_logits": classes, "masks_queries_logits": masks}
+            for classes, masks in zip(class_logits[:-1], mask_logits[:-1])
+        ]
+        loss = loss_dict = None
+        if mask_labels is not None:
+            loss_dict = self.criterion(
+                class_logits[-1],
+                mask_logits[-1],
+                mask_labels,
+                class_labels,
+                auxiliary_logits if self.config.use_auxiliary_loss else None,
+            )
+            loss = self.criterion.weighted_sum(loss_dict)
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = self.config.output_auxiliary_logits
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = self.config.use_auxiliary_loss
+        output = SeriesUniversalSegmentationOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            class_queries_logits=class_logits[-1],
+            masks_queries_logits=mask_logits[-1],
+            auxiliary_logits=auxiliary_logits if output_auxiliary_logits else None,
+            image_sizes=image_sizes_from_pixel_mask(pixel_mask, pixel_values),
+            padded_image_size=torch.tensor(pixel_values.shape[-2:], device=pixel_values.device),
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            pixel_decoder_last_hidden_state=outputs.pixel_decoder_last_hidden_state,
+            transformer_decoder_last_hidden_state=outputs.transformer_decoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
+            transformer_decoder_hidden_states=outputs.transformer_decoder_hidden_states,
+            attentions=outputs.attentions,
+        )
+        return output if return_dict else output.to_tuple()

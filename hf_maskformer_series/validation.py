@@ -1,0 +1,54 @@
+"""Input checks shared by the models: bad input gets a ValueError that names the problem."""
+
+from __future__ import annotations
+
+import torch
+
+
+def validate_pixel_values(pixel_values: torch.Tensor, num_channels: int = 3, video: bool = False) -> None:
+    """`pixel_values` must be `[batch, channels, H, W]` (videos: `[batch, frames, channels, H, W]`)."""
+    expected_dims = 5 if video else 4
+    layout = "[batch, frames, channels, height, width]" if video else "[batch, channels, height, width]"
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}")
+    if pixel_values.dim() != expected_dims:
+        raise ValueError(f"pixel_values must be {layout}, got shape {tuple(pixel_values.shape)}")
+    channels = pixel_values.shape[-3]
+    if channels != num_channels:
+        raise ValueError(
+            f"pixel_values has {channels} channels, the backbone expects {num_channels} (shape {tuple(pixel_values.shape)})"
+        )
+
+
+def validate_targets(mask_labels: list[torch.Tensor], class_labels: list[torch.Tensor], pixel_values: torch.Tensor,
+                     num_labels: int, video: bool = False) -> None:
+    """Check training targets against the batch and the label set.
+
+    Args:
+        mask_labels: per image `[targets, H, W]` (videos: `[targets, frames, H, W]`).
+        class_labels: per image `[targets]`.
+        pixel_values: the batch the targets belong to.
+        num_labels: number of classes; valid ids are `0 .. num_labels - 1`.
+    """
+    batch = pixel_values.shape[0]
+    if len(mask_labels) != batch or len(class_labels) != batch:
+        raise ValueError(
+            f"got {len(mask_labels)} mask_labels and {len(class_labels)} class_labels entries for a batch of {batch}"
+        )
+    image_size = tuple(pixel_values.shape[-2:])
+    for index, (masks, labels) in enumerate(zip(mask_labels, class_labels)):
+        if masks.shape[0] != labels.shape[0]:
+            raise ValueError(
+                f"image {index}: {masks.shape[0]} masks but {labels.shape[0]} class labels (one label per mask)"
+            )
+        expected_dims = 4 if video else 3
+        if masks.dim() != expected_dims:
+            raise ValueError(f"image {index}: mask_labels must have {expected_dims} dims, got {tuple(masks.shape)}")
+        if tuple(masks.shape[-2:]) != image_size:
+            raise ValueError(
+                f"image {index}: masks are {tuple(masks.shape[-2:])} but the (padded) image is {image_size}; "
+                "masks must be padded like the image"
+            )
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
+            bad = labels[(labels < 0) | (labels >= num_labels)].unique().tolist()
+            raise ValueError(f"image {index}: class ids {bad} are outside the model's labels 0..{num_labels - 1}")
