@@ -1,0 +1,138 @@
+"""COCO mask average precision through pycocotools' ``COCOeval(iouType="segm")``.
+
+Ground truth and predictions are given per image in memory; this module builds the two ``COCO`` objects exactly as
+``COCO(annotation_file)`` and ``COCO.loadRes(results)`` would (areas and boxes from the RLE, 1-based ids) and runs
+``evaluate() / accumulate() / summarize()``. The twelve COCO numbers are returned as fractions in [0, 1]
+(-1 where undefined, e.g. no ground truth in an area range), named AP, AP50, AP75, APs, APm, APl, AR1, AR10,
+AR100, ARs, ARm, ARl.
+
+This file is self-contained (numpy + pycocotools) so that the ``evaluate`` module next to it can be copied as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+__all__ = ["COCO_STAT_NAMES", "compute_mask_ap", "mask_to_rle"]
+
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+def mask_to_rle(mask: np.ndarray) -> dict:
+    """Compressed RLE (``counts`` as ``str``, JSON-ready) of a ``[height, width]`` bool mask."""
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def _as_rle(segmentation, height: int | None, width: int | None, what: str) -> dict:
+    """Any COCO segmentation (bool mask, polygons, uncompressed or compressed RLE) -> compressed RLE (bytes)."""
+    if isinstance(segmentation, np.ndarray):
+        if segmentation.ndim != 2:
+            raise ValueError(f"{what}: a mask must be [height, width]; got shape {tuple(segmentation.shape)}.")
+        return mask_utils.encode(np.asfortranarray(segmentation.astype(np.uint8)))
+    if isinstance(segmentation, list):
+        if height is None or width is None:
+            raise ValueError(f"{what}: polygons need the image size; pass image_sizes.")
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+        size = [int(s) for s in segmentation["size"]]
+        counts = segmentation["counts"]
+        if isinstance(counts, list):
+            return mask_utils.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
+        return {"size": size, "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    raise ValueError(f"{what}: a segmentation must be a bool mask, polygons or RLE; got {type(segmentation).__name__}.")
+
+
+def _image_size(index: int, objects: Sequence[dict], image_sizes) -> tuple[int | None, int | None]:
+    if image_sizes is not None:
+        return int(image_sizes[index][0]), int(image_sizes[index][1])
+    for obj in objects:
+        segmentation = obj["segmentation"]
+        if isinstance(segmentation, np.ndarray):
+            return int(segmentation.shape[0]), int(segmentation.shape[1])
+        if isinstance(segmentation, dict) and "size" in segmentation:
+            return int(segmentation["size"][0]), int(segmentation["size"][1])
+    return None, None
+
+
+def compute_mask_ap(
+    predictions: Sequence[Sequence[dict]],
+    references: Sequence[Sequence[dict]],
+    categories: Sequence[int | dict] | None = None,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+    per_class: bool = False,
+) -> dict:
+    """COCO mask AP (``COCOeval(iouType="segm")``, default parameters: IoU 0.50:0.95, 101 recall points,
+    max 1/10/100 detections, areas small < 32^2 <= medium < 96^2 <= large).
+
+    Args:
+        predictions: per image, ``[{"segmentation", "score", "category_id"}]``; a segmentation is a ``[H, W]`` bool
+            mask or an RLE.
+        references: per image, ``[{"segmentation", "category_id", "iscrowd" (optional), "area" (optional)}]``;
+            a segmentation is a bool mask, polygons or RLE. ``area`` defaults to the mask area.
+        categories: category ids (or ``{"id"}`` dicts) to evaluate; default: every category in ``references``.
+        image_sizes: per image ``(height, width)``; needed only for polygons without another sized object.
+        per_class: also return ``per_class_AP`` (``{category_id: AP}``, -1 for a class without ground truth).
+
+    Returns:
+        ``{"AP": ..., "AP50": ..., ..., "ARl": ...}`` (``COCO_STAT_NAMES``), plus ``per_class_AP`` if asked.
+    """
+    if len(predictions) != len(references):
+        raise ValueError(f"Got predictions for {len(predictions)} images and references for {len(references)}.")
+    if image_sizes is not None and len(image_sizes) != len(references):
+        raise ValueError(f"Got {len(image_sizes)} image sizes for {len(references)} images.")
+    images, gt_annotations, dt_annotations = [], [], []
+    for index, (image_predictions, image_references) in enumerate(zip(predictions, references)):
+        height, width = _image_size(index, list(image_references) + list(image_predictions), image_sizes)
+        image_id = index + 1
+        images.append({"id": image_id, "height": height, "width": width})
+        for obj in image_references:
+            rle = _as_rle(obj["segmentation"], height, width, f"reference {len(gt_annotations)} of image {index}")
+            area = float(obj["area"]) if obj.get("area") is not None else float(mask_utils.area(rle))
+            gt_annotations.append({
+                "id": len(gt_annotations) + 1, "image_id": image_id, "category_id": int(obj["category_id"]),
+                "segmentation": rle, "area": area, "iscrowd": int(obj.get("iscrowd", 0)),
+                "bbox": mask_utils.toBbox(rle).tolist(),
+            })
+        for obj in image_predictions:
+            rle = _as_rle(obj["segmentation"], height, width, f"prediction {len(dt_annotations)} of image {index}")
+            dt_annotations.append({
+                "id": len(dt_annotations) + 1, "image_id": image_id, "category_id": int(obj["category_id"]),
+                "segmentation": rle, "area": float(mask_utils.area(rle)), "score": float(obj["score"]),
+                "iscrowd": 0, "bbox": mask_utils.toBbox(rle).tolist(),
+            })
+    if categories is None:
+        category_ids = sorted({a["category_id"] for a in gt_annotations})
+    else:
+        category_ids = sorted(int(c["id"]) if isinstance(c, dict) else int(c) for c in categories)
+    if not category_ids:
+        raise ValueError("No categories to evaluate: the references hold no object and no categories were given.")
+    category_list = [{"id": c} for c in category_ids]
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {"images": images, "annotations": gt_annotations, "categories": category_list}
+        coco_gt.createIndex()
+        coco_dt = COCO()
+        coco_dt.dataset = {"images": images, "annotations": dt_annotations, "categories": category_list}
+        coco_dt.createIndex()
+        evaluator = COCOeval(coco_gt, coco_dt, iouType="segm")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    report = {name: float(value) for name, value in zip(COCO_STAT_NAMES, evaluator.stats)}
+    if per_class:
+        precision = evaluator.eval["precision"][:, :, :, 0, -1]  # [T, R, K] at area "all", maxDets 100
+        report["per_class_AP"] = {}
+        for k, category_id in enumerate(evaluator.params.catIds):
+            values = precision[:, :, k]
+            values = values[values > -1]
+            report["per_class_AP"][int(category_id)] = float(values.mean()) if values.size else -1.0
+    return report
