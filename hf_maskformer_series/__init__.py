@@ -9,7 +9,23 @@ from .modeling_mask2former import (
     SeriesMask2FormerModel,
     SeriesMask2FormerPreTrainedModel,
 )
+from .configuration_maskformer import SeriesMaskFormerConfig
+from .modeling_maskformer import (
+    SeriesMaskFormerForInstanceSegmentation,
+    SeriesMaskFormerModel,
+    SeriesMaskFormerPreTrainedModel,
+)
+from .image_processing import SeriesMask2FormerImageProcessor, SeriesMaskFormerImageProcessor
 from .modeling_outputs import SeriesSegmentationModelOutput, SeriesUniversalSegmentationOutput
+from .configuration_video_mask2former import SeriesVideoMask2FormerConfig
+from .modeling_video_mask2former import (
+    SeriesVideoInstanceSegmentationOutput,
+    SeriesVideoMask2FormerForVideoInstanceSegmentation,
+    SeriesVideoMask2FormerModel,
+    SeriesVideoMask2FormerPreTrainedModel,
+)
+from .video_processing import SeriesVideoMask2FormerVideoProcessor
+from .video_tracking import windowed_video_inference
 from .registration import register_auto_classes
 
 register_auto_classes()
@@ -19,9 +35,22 @@ __version__ = "0.1.0"
 __all__ = [
     "SeriesMask2FormerConfig",
     "SeriesMask2FormerForUniversalSegmentation",
+    "SeriesMask2FormerImageProcessor",
     "SeriesMask2FormerModel",
     "SeriesMask2FormerPreTrainedModel",
+    "SeriesMaskFormerConfig",
+    "SeriesMaskFormerForInstanceSegmentation",
+    "SeriesMaskFormerImageProcessor",
+    "SeriesMaskFormerModel",
+    "SeriesMaskFormerPreTrainedModel",
     "SeriesSegmentationModelOutput",
     "SeriesUniversalSegmentationOutput",
+    "SeriesVideoInstanceSegmentationOutput",
+    "SeriesVideoMask2FormerConfig",
+    "SeriesVideoMask2FormerForVideoInstanceSegmentation",
+    "SeriesVideoMask2FormerModel",
+    "SeriesVideoMask2FormerPreTrainedModel",
+    "SeriesVideoMask2FormerVideoProcessor",
+    "windowed_video_inference",
     "register_auto_classes",
 ]

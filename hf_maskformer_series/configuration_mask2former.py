@@ -87,6 +87,7 @@ class SeriesMask2FormerConfig(PreTrainedConfig):
         use_kernels: bool = True,
         **kwargs,
     ):
+        kwargs.pop("model_type", None)  # a transformers `mask2former` config.json loads as ours
         self.backbone_config = resolve_backbone_config(backbone_config)
         self.feature_size = feature_size
         self.mask_feature_size = mask_feature_size

@@ -1,14 +1,196 @@
 """Multi-scale deformable attention: the op shared by the Mask2Former image and video pixel decoders.
 
-`MultiScaleDeformableAttention` has the signature of the Hub layer in `kernels-community/deformable-detr`;
-its own forward is the exact pure-PyTorch fallback (bilinear `grid_sample`, zero padding, align_corners=False).
+`MultiScaleDeformableAttention` has the forward signature of the `MultiScaleDeformableAttention` layer of the
+Hub kernel `kernels-community/deformable-detr` (version 1) and is decorated with
+`kernels.use_kernel_forward_from_hub`, so `kernels.kernelize` can give it the compiled CUDA kernel
+(`kernel_loading.maybe_kernelize` does that, with the package's loading policy). Its own body is the exact
+pure-PyTorch fallback `multi_scale_deformable_attention`.
+
+How the fallback computes: bilinear sampling (`grid_sample(mode="bilinear", padding_mode="zeros",
+align_corners=False)` semantics) followed by the attention-weighted sum is one sparse weighted sum of rows of
+the value tensor. Every (batch, query, head) output is `sum_k weight_k * value_row[index_k]` over
+`levels * points * 4` bilinear corners, the attention weight folded into the corner weights, computed by a single
+`F.embedding_bag(mode="sum")` over `value` viewed as rows `[batch * sequence * heads, head_dim]`: no per-level
+`grid_sample`, no `[batch * heads, head_dim, queries, levels * points]` intermediate, and the output comes out in
+its final `[batch, queries, heads * head_dim]` layout without a transpose. Each level map is zero-padded by one
+pixel before and two after on both axes, so clamping pixel coordinates to `[-1, size]` replaces the in-bounds
+tests of zero padding exactly (a corner outside the map reads a zero row). In eager mode the backward pass uses
+a sorted segment sum instead of the generic `embedding_bag` backward (several times faster on CPU).
+
+When the Hub kernel has been installed on an instance, its forward runs the kernel, except while tracing or
+exporting (`torch.compile`, `torch.export`, `torch.jit.trace`, ONNX), for inputs the kernel rejects (tensors not
+contiguous or not on the kernel's device, batch not divisible by `min(batch, im2col_step)`), and after a first
+runtime failure of the kernel, which disables it for the whole process with one warning.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+try:
+    from kernels import use_kernel_forward_from_hub
+except ImportError:  # `kernels` is a dependency, but the op must keep working without it
+
+    def use_kernel_forward_from_hub(layer_name: str, condition=None):
+        return lambda cls: cls
+
+
+logger = logging.getLogger(__name__)
+
+KERNEL_LAYER_NAME = "MultiScaleDeformableAttention"
+"""Layer name shared by the kernel mapping and the `use_kernel_forward_from_hub` decorator."""
+
+# Padding of each level map in the fallback's value table: 1 pixel before, 2 after (x and y).
+_PAD_BEFORE = 1
+_PAD_AFTER = 2
+
+
+def _check_inputs(
+    value: torch.Tensor,
+    spatial_shapes_list: list[tuple[int, int]],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> None:
+    if value.dim() != 4:
+        raise ValueError(f"value must be [batch, sequence, heads, head_dim], got shape {tuple(value.shape)}")
+    if sampling_locations.dim() != 6 or sampling_locations.shape[-1] != 2:
+        raise ValueError(
+            "sampling_locations must be [batch, queries, heads, levels, points, 2], "
+            f"got shape {tuple(sampling_locations.shape)}"
+        )
+    if tuple(attention_weights.shape) != tuple(sampling_locations.shape[:-1]):
+        raise ValueError(
+            f"attention_weights shape {tuple(attention_weights.shape)} must be sampling_locations' shape without "
+            f"the last dimension, {tuple(sampling_locations.shape[:-1])}"
+        )
+    batch, sequence, heads, _ = value.shape
+    if sampling_locations.shape[0] != batch or sampling_locations.shape[2] != heads:
+        raise ValueError(
+            f"sampling_locations (batch {sampling_locations.shape[0]}, heads {sampling_locations.shape[2]}) and "
+            f"value (batch {batch}, heads {heads}) disagree"
+        )
+    if len(spatial_shapes_list) != sampling_locations.shape[3]:
+        raise ValueError(
+            f"spatial_shapes_list has {len(spatial_shapes_list)} levels, sampling_locations has "
+            f"{sampling_locations.shape[3]}"
+        )
+    if sum(int(h) * int(w) for h, w in spatial_shapes_list) != sequence:
+        raise ValueError(
+            f"value has {sequence} positions, but the spatial shapes {list(spatial_shapes_list)} add up to "
+            f"{sum(int(h) * int(w) for h, w in spatial_shapes_list)}"
+        )
+
+
+def _padded_value_table(value: torch.Tensor, spatial_shapes_list: list[tuple[int, int]]) -> torch.Tensor:
+    """`[batch, sequence, heads, head_dim]` → `[batch, sum((H_l + 3) * (W_l + 3)), heads, head_dim]`.
+
+    Each level map is zero-padded by `_PAD_BEFORE` pixels before and `_PAD_AFTER` after, on both axes.
+    """
+    batch, _, heads, head_dim = value.shape
+    pad = (0, 0, _PAD_BEFORE, _PAD_AFTER, _PAD_BEFORE, _PAD_AFTER)
+    levels = value.split([h * w for h, w in spatial_shapes_list], dim=1)
+    padded = [
+        F.pad(level.reshape(batch, h, w, heads * head_dim), pad).reshape(batch, -1, heads, head_dim)
+        for level, (h, w) in zip(levels, spatial_shapes_list)
+    ]
+    return torch.cat(padded, dim=1)
+
+
+@dataclass(frozen=True)
+class _TableGeometry:
+    """Where each level lives in the padded value table, in table rows of one batch element.
+
+    Attributes:
+        level_rows: per level, `(first_row, end_row, corner_row_offsets)`, with the row offsets of the 4 bilinear
+            corners (x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1) relative to the (x0, y0) row.
+        rows_per_batch: `padded_sequence * heads`.
+    """
+
+    level_rows: tuple[tuple[int, int, tuple[int, int, int, int]], ...]
+    rows_per_batch: int
+
+
+def _table_geometry(spatial_shapes_list: list[tuple[int, int]], heads: int) -> _TableGeometry:
+    level_rows = []
+    start = 0
+    for height, width in spatial_shapes_list:
+        padded_h, padded_w = height + _PAD_BEFORE + _PAD_AFTER, width + _PAD_BEFORE + _PAD_AFTER
+        corners = (0, heads, padded_w * heads, (padded_w + 1) * heads)
+        level_rows.append((start * heads, (start + padded_h * padded_w) * heads, corners))
+        start += padded_h * padded_w
+    return _TableGeometry(tuple(level_rows), start * heads)
+
+
+class _BilinearRowGather(torch.autograd.Function):
+    """`output[n] = sum_{k, c} weights[n, k, c] * table[rows[n, k] + corner_offsets[k, c]]` with a fast backward.
+
+    Shapes: table `[R, D]`, rows `[N, K]` (int), corner_offsets `[K, 4]` (int), weights `[N, K, 4]` → `[N, D]`.
+    """
+
+    @staticmethod
+    def forward(ctx, table, rows, corner_offsets, weights, geometry: _TableGeometry, batch: int):
+        num_bags, points = rows.shape
+        indices = (rows.unsqueeze(-1) + corner_offsets).view(num_bags, points * 4)
+        output = F.embedding_bag(indices, table, per_sample_weights=weights.reshape(num_bags, points * 4), mode="sum")
+        ctx.save_for_backward(table, rows, corner_offsets, weights)
+        ctx.geometry = geometry
+        ctx.batch = batch
+        return output
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        table, rows, corner_offsets, weights = ctx.saved_tensors
+        num_bags, points = rows.shape
+        grad_output = grad_output.contiguous()
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[0]:
+            # Transposed gather: sort the (x0, y0) rows once, then one segment sum per corner; corner c of a
+            # point lands `corner_offsets[c]` rows after its (x0, y0) row, a constant shift within each level.
+            num_rows = table.shape[0]
+            sorted_rows, order = torch.sort(rows.reshape(-1))
+            bags = torch.div(order, points, rounding_mode="floor")
+            counts = torch.bincount(sorted_rows, minlength=num_rows)
+            offsets = torch.zeros(num_rows, dtype=torch.long, device=rows.device)
+            torch.cumsum(counts[:-1], 0, out=offsets[1:])
+            corner_weights = weights.reshape(-1, 4).index_select(0, order).t().contiguous()
+            per_corner = [
+                F.embedding_bag(bags, grad_output, offsets, mode="sum", per_sample_weights=corner_weights[c])
+                for c in range(4)
+            ]
+            grad_table = per_corner[0]
+            by_batch = grad_table.view(ctx.batch, ctx.geometry.rows_per_batch, -1)
+            for corner in range(1, 4):
+                shifted = per_corner[corner].view(ctx.batch, ctx.geometry.rows_per_batch, -1)
+                for first, end, shifts in ctx.geometry.level_rows:
+                    shift = shifts[corner]
+                    by_batch[:, first + shift : end] += shifted[:, first : end - shift]
+        if ctx.needs_input_grad[3]:
+            width = points * 4
+            indices = (rows.unsqueeze(-1) + corner_offsets).reshape(-1)
+            bag_offsets = torch.arange(0, num_bags * width, width, dtype=indices.dtype, device=rows.device)
+            offset2bag = torch.arange(num_bags, dtype=indices.dtype, device=rows.device).repeat_interleave(width)
+            grad_weights = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                grad_output, table, indices, bag_offsets, offset2bag, 0, -1
+            ).view(num_bags, points, 4)
+        return grad_table, None, None, grad_weights, None, None
+
+
+def _is_tracing() -> bool:
+    """True under `torch.compile`, `torch.export`, `torch.jit.trace` and ONNX export."""
+    return bool(
+        torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+    )
 
 
 def multi_scale_deformable_attention(
@@ -17,39 +199,163 @@ def multi_scale_deformable_attention(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
 ) -> torch.Tensor:
-    """Pure-PyTorch multi-scale deformable attention.
+    """Pure-PyTorch multi-scale deformable attention (exact; float32, float64, float16 and bfloat16).
+
+    Bilinear sampling with zero padding and `align_corners=False`, as `grid_sample` and the original CUDA op.
+    Half-precision inputs are computed in float32; the output has `value`'s dtype.
 
     Args:
-        value: `[batch, sum(H_l * W_l), heads, head_dim]`.
+        value: `[batch, sum(H_l * W_l), heads, head_dim]`, levels flattened row-major one after the other.
         spatial_shapes_list: `(H_l, W_l)` of each level, as Python ints.
-        sampling_locations: `[batch, queries, heads, levels, points, 2]`, (x, y) in [0, 1].
+        sampling_locations: `[batch, queries, heads, levels, points, 2]`, (x, y) in [0, 1] (outside: zeros).
         attention_weights: `[batch, queries, heads, levels, points]`, softmaxed over levels × points.
 
     Returns:
         `[batch, queries, heads * head_dim]`.
     """
+    _check_inputs(value, spatial_shapes_list, sampling_locations, attention_weights)
+    spatial_shapes_list = [(int(h), int(w)) for h, w in spatial_shapes_list]
     batch, _, heads, head_dim = value.shape
     _, queries, _, levels, points, _ = sampling_locations.shape
-    compute_dtype = torch.float32 if value.dtype in (torch.float16, torch.bfloat16) else value.dtype
-    sizes = [h * w for h, w in spatial_shapes_list]
-    value_per_level = value.to(compute_dtype).split(sizes, dim=1)
-    grids = 2 * sampling_locations.to(compute_dtype) - 1
-    sampled = []
-    for level, (height, width) in enumerate(spatial_shapes_list):
-        # [batch * heads, head_dim, H, W]
-        level_value = value_per_level[level].flatten(2).transpose(1, 2).reshape(batch * heads, head_dim, height, width)
-        # [batch * heads, queries, points, 2]
-        level_grid = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        sampled.append(F.grid_sample(level_value, level_grid, mode="bilinear", padding_mode="zeros", align_corners=False))
-    # [batch * heads, head_dim, queries, levels * points]
-    sampled = torch.stack(sampled, dim=-2).flatten(-2)
-    weights = attention_weights.to(compute_dtype).transpose(1, 2).reshape(batch * heads, 1, queries, levels * points)
-    output = (sampled * weights).sum(-1).view(batch, heads * head_dim, queries)
-    return output.transpose(1, 2).to(value.dtype).contiguous()
+    device = value.device
+    compute_dtype = torch.promote_types(
+        torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype
+    )
+    if compute_dtype in (torch.float16, torch.bfloat16):
+        compute_dtype = torch.float32
+
+    table = _padded_value_table(value.to(compute_dtype), spatial_shapes_list)
+    geometry = _table_geometry(spatial_shapes_list, heads)
+    num_rows = batch * geometry.rows_per_batch
+    # table rows as floats stay exact below 2**24 in float32
+    index_dtype = compute_dtype if num_rows < 2**24 or compute_dtype == torch.float64 else torch.float64
+    if num_rows >= 2**53:
+        raise ValueError(f"the value table has {num_rows} rows, too many to index")
+
+    # pixel coordinates (x, y) = location * size - 0.5, clamped into the padded map
+    sizes = torch.tensor([[w, h] for h, w in spatial_shapes_list], dtype=compute_dtype, device=device)
+    sizes = sizes.view(levels, 1, 2)
+    pixels = torch.addcmul(
+        torch.full((), -0.5, dtype=compute_dtype, device=device), sampling_locations.to(compute_dtype), sizes
+    )
+    pixels = torch.nan_to_num(pixels, nan=-1.0).clamp(min=torch.full_like(sizes, -1.0), max=sizes)
+    corner = pixels.floor()
+    fraction = pixels - corner
+
+    # table row of the (x0, y0) corner: ((b * padded_sequence + level_start + (y0 + 1) * padded_W + x0 + 1) * heads + h
+    level_strides, level_bases = [], []
+    for (first, _, _), (_, width) in zip(geometry.level_rows, spatial_shapes_list):
+        padded_w = width + _PAD_BEFORE + _PAD_AFTER
+        level_strides.append([heads, padded_w * heads])
+        level_bases.append(first + (padded_w + 1) * _PAD_BEFORE * heads)
+    strides = torch.tensor(level_strides, dtype=index_dtype, device=device).view(levels, 1, 2)
+    bases = torch.tensor(level_bases, dtype=index_dtype, device=device).view(levels, 1)
+    batch_head = (
+        torch.arange(batch, dtype=index_dtype, device=device).view(batch, 1, 1, 1, 1) * geometry.rows_per_batch
+    )
+    batch_head = batch_head + torch.arange(heads, dtype=index_dtype, device=device).view(1, 1, heads, 1, 1)
+    rows = (corner.to(index_dtype) * strides).sum(-1) + (bases + batch_head)
+    rows = rows.to(torch.int32 if num_rows < 2**31 else torch.int64).view(batch * queries * heads, levels * points)
+    corner_offsets = torch.tensor([c for _, _, c in geometry.level_rows], dtype=rows.dtype, device=device)
+    corner_offsets = corner_offsets.view(levels, 1, 4).expand(levels, points, 4).reshape(levels * points, 4)
+
+    # corner weights (y0x0, y0x1, y1x0, y1x1), with the attention weight folded in
+    linear = torch.stack((1 - fraction, fraction), dim=-1)  # [..., (x, y), (low, high)]
+    weight_y = linear[..., 1, :] * attention_weights.to(compute_dtype).unsqueeze(-1)
+    weights = (weight_y.unsqueeze(-1) * linear[..., 0, :].unsqueeze(-2)).view(
+        batch * queries * heads, levels * points, 4
+    )
+
+    table_rows = table.view(num_rows, head_dim)
+    needs_grad = torch.is_grad_enabled() and (table_rows.requires_grad or weights.requires_grad)
+    if needs_grad and not _is_tracing():
+        output = _BilinearRowGather.apply(table_rows, rows, corner_offsets, weights, geometry, batch)
+    else:
+        indices = (rows.unsqueeze(-1) + corner_offsets).view(batch * queries * heads, levels * points * 4)
+        output = F.embedding_bag(indices, table_rows, per_sample_weights=weights.view(indices.shape), mode="sum")
+    return output.view(batch, queries, heads * head_dim).to(value.dtype)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Hub kernel state (installed by `kernel_loading.maybe_kernelize`)
+
+
+@dataclass(frozen=True)
+class HubKernel:
+    """A loaded Hub kernel layer.
+
+    Attributes:
+        key: identifies the kernel (repository and version or path).
+        forward: the kernel layer's unbound `forward(self, value, ...)`.
+        device_type: device type the kernel was loaded for ("cuda"; tests use "cpu").
+        has_backward: whether the kernel supports autograd.
+    """
+
+    key: str
+    forward: Callable
+    device_type: str
+    has_backward: bool = True
+
+
+_HUB_KERNELS: dict[str, HubKernel] = {}
+_runtime_failure: list[str] = []  # the first runtime failure, once the kernel is disabled for the process
+
+
+def register_hub_kernel(kernel: HubKernel) -> None:
+    """Make `kernel` available to instances whose `_hub_kernel_key` is `kernel.key`."""
+    _HUB_KERNELS[kernel.key] = kernel
+
+
+def hub_kernel_failure() -> str | None:
+    """The runtime failure that disabled the Hub kernel for this process, if any."""
+    return _runtime_failure[0] if _runtime_failure else None
+
+
+def reset_hub_kernel_state() -> None:
+    """Forget loaded kernels and runtime failures (for tests)."""
+    _HUB_KERNELS.clear()
+    _runtime_failure.clear()
+
+
+def _disable_hub_kernel(error: Exception) -> None:
+    if not _runtime_failure:
+        _runtime_failure.append(f"{type(error).__name__}: {error}")
+        logger.warning(
+            "The Hub deformable-attention kernel failed at runtime (%s: %s); it is disabled for this process and "
+            "the PyTorch implementation is used from now on.",
+            type(error).__name__,
+            error,
+        )
+
+
+def _kernel_accepts(
+    kernel: HubKernel,
+    value: torch.Tensor,
+    value_spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    im2col_step: int,
+) -> bool:
+    """The compiled op's own input requirements (it asserts on them instead of falling back)."""
+    tensors = (value, value_spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if any(t.device.type != kernel.device_type or not t.is_contiguous() for t in tensors):
+        return False
+    batch = value.shape[0]
+    if im2col_step < 1 or batch % min(batch, im2col_step) != 0:
+        return False
+    if not kernel.has_backward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return True
+
+
+@use_kernel_forward_from_hub(KERNEL_LAYER_NAME)
 class MultiScaleDeformableAttention(nn.Module):
-    """The deformable-attention op (no parameters), with the Hub kernel layer's forward signature."""
+    """The deformable-attention op (no parameters), with the Hub kernel layer's forward signature.
+
+    `kernels.kernelize` (through `kernel_loading.maybe_kernelize`) installs the compiled kernel; otherwise, and
+    whenever the kernel cannot take the call, the pure-PyTorch `multi_scale_deformable_attention` runs.
+    """
 
     def forward(
         self,
@@ -61,4 +367,43 @@ class MultiScaleDeformableAttention(nn.Module):
         attention_weights: torch.Tensor,
         im2col_step: int,
     ) -> torch.Tensor:
-        return multi_scale_deformable_attention(value, value_spatial_shapes_list, sampling_locations, attention_weights)
+        """
+        Args:
+            value: `[batch, sum(H_l * W_l), heads, head_dim]`.
+            value_spatial_shapes: LongTensor `[levels, 2]`, `(H_l, W_l)`.
+            value_spatial_shapes_list: the same as Python ints.
+            level_start_index: LongTensor `[levels]`, first position of each level in `value`.
+            sampling_locations: `[batch, queries, heads, levels, points, 2]`, (x, y) in [0, 1].
+            attention_weights: `[batch, queries, heads, levels, points]`.
+            im2col_step: batch chunk of the compiled kernel (ignored by the fallback).
+
+        Returns:
+            `[batch, queries, heads * head_dim]`.
+        """
+        if not _is_tracing() and not _runtime_failure:
+            kernel = _HUB_KERNELS.get(self.__dict__.get("_hub_kernel_key"))
+            if kernel is not None and _kernel_accepts(
+                kernel,
+                value,
+                value_spatial_shapes,
+                level_start_index,
+                sampling_locations,
+                attention_weights,
+                im2col_step,
+            ):
+                try:
+                    return kernel.forward(
+                        self,
+                        value,
+                        value_spatial_shapes,
+                        value_spatial_shapes_list,
+                        level_start_index,
+                        sampling_locations,
+                        attention_weights,
+                        im2col_step,
+                    )
+                except Exception as error:  # noqa: BLE001 - any kernel failure falls back
+                    _disable_hub_kernel(error)
+        return multi_scale_deformable_attention(
+            value, value_spatial_shapes_list, sampling_locations, attention_weights
+        )

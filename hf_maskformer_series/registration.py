@@ -4,17 +4,35 @@ from __future__ import annotations
 
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForImageSegmentation,
+    AutoModelForInstanceSegmentation,
     AutoModelForUniversalSegmentation,
+    AutoVideoProcessor,
 )
 
 from .configuration_mask2former import SeriesMask2FormerConfig
 from .modeling_mask2former import SeriesMask2FormerForUniversalSegmentation, SeriesMask2FormerModel
+from .configuration_maskformer import SeriesMaskFormerConfig
+from .modeling_maskformer import SeriesMaskFormerForInstanceSegmentation, SeriesMaskFormerModel
+from .configuration_video_mask2former import SeriesVideoMask2FormerConfig
+from .modeling_video_mask2former import (
+    SeriesVideoMask2FormerForVideoInstanceSegmentation,
+    SeriesVideoMask2FormerModel,
+)
+from .image_processing import SeriesMask2FormerImageProcessor, SeriesMaskFormerImageProcessor
+from .video_processing import SeriesVideoMask2FormerVideoProcessor
 
 
 def _register(auto_class, config_class, model_class) -> None:
     auto_class.register(config_class, model_class, exist_ok=True)
+
+
+def _register_image_processor(config_class, processor_class) -> None:
+    # the processors are torchvision-backed; AutoImageProcessor resolves them by class name from
+    # preprocessor_config.json, and by model type for folders without one
+    AutoImageProcessor.register(config_class, image_processor_classes={"torchvision": processor_class}, exist_ok=True)
 
 
 def register_auto_classes() -> None:
@@ -23,3 +41,20 @@ def register_auto_classes() -> None:
     _register(AutoModel, SeriesMask2FormerConfig, SeriesMask2FormerModel)
     _register(AutoModelForUniversalSegmentation, SeriesMask2FormerConfig, SeriesMask2FormerForUniversalSegmentation)
     _register(AutoModelForImageSegmentation, SeriesMask2FormerConfig, SeriesMask2FormerForUniversalSegmentation)
+    _register_image_processor(SeriesMask2FormerConfig, SeriesMask2FormerImageProcessor)
+    # MaskFormer (registered where transformers registers MaskFormerForInstanceSegmentation, too)
+    AutoConfig.register(SeriesMaskFormerConfig.model_type, SeriesMaskFormerConfig, exist_ok=True)
+    _register(AutoModel, SeriesMaskFormerConfig, SeriesMaskFormerModel)
+    for auto_class in (AutoModelForUniversalSegmentation, AutoModelForImageSegmentation,
+                       AutoModelForInstanceSegmentation):
+        _register(auto_class, SeriesMaskFormerConfig, SeriesMaskFormerForInstanceSegmentation)
+    _register_image_processor(SeriesMaskFormerConfig, SeriesMaskFormerImageProcessor)
+    # video Mask2Former
+    AutoConfig.register(SeriesVideoMask2FormerConfig.model_type, SeriesVideoMask2FormerConfig, exist_ok=True)
+    _register(AutoModel, SeriesVideoMask2FormerConfig, SeriesVideoMask2FormerModel)
+    _register(AutoModelForUniversalSegmentation, SeriesVideoMask2FormerConfig,
+              SeriesVideoMask2FormerForVideoInstanceSegmentation)
+    AutoVideoProcessor.register(SeriesVideoMask2FormerConfig, SeriesVideoMask2FormerVideoProcessor, exist_ok=True)
+    from .pipeline_video import register_video_pipeline
+
+    register_video_pipeline()

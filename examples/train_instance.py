@@ -1,0 +1,12 @@
+"""Train Mask2Former for instance segmentation (COCO instance JSON with polygons or RLE; metric: mask AP) with
+Accelerate.
+
+    accelerate launch examples/train_instance.py            # synthetic data (instances_<split>.json), tiny model
+
+See examples/README.md; all options: ``--help``. The code is shared in ``segmentation_training.py``.
+"""
+
+from segmentation_training import main
+
+if __name__ == "__main__":
+    main("instance")

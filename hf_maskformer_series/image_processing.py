@@ -1,0 +1,850 @@
+"""Image processors for MaskFormer and Mask2Former: pre-processing, target encoding and post-processing.
+
+``SeriesMask2FormerImageProcessor`` and ``SeriesMaskFormerImageProcessor`` share everything except the
+panoptic rule (see :class:`SeriesSegmentationImageProcessorBase`). Both read the ``preprocessor_config.json``
+files that transformers' ``Mask2FormerImageProcessor`` / ``MaskFormerImageProcessor`` write (same parameter
+names) and save themselves under their own ``image_processor_type``.
+
+The tensor work of post-processing lives in :mod:`post_processing` so the video processor can share it.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.image_processing_backends import TorchvisionBackend
+from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
+from transformers.image_processing_utils import BatchFeature, get_size_dict
+from transformers.image_transforms import get_size_with_aspect_ratio
+from transformers.image_utils import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    PILImageResampling,
+    SizeDict,
+    get_image_size_for_max_height_width,
+)
+from transformers.processing_utils import ImagesKwargs, Unpack
+from transformers.utils import TensorType
+
+from .post_processing import (
+    binary_mask_to_coco_rle,
+    crop_and_resize_masks,
+    instance_scores_from_selection,
+    panoptic_from_selection,
+    select_panoptic_queries,
+    select_top_k_query_classes,
+    semantic_inference,
+    upsample_crop_resize,
+    upsample_masks,
+)
+
+__all__ = [
+    "SeriesMask2FormerImageProcessor",
+    "SeriesMaskFormerImageProcessor",
+    "SeriesSegmentationImageProcessorBase",
+    "encode_segmentation_targets",
+    "rgb_to_panoptic_id",
+]
+
+
+class SeriesSegmentationImageProcessorKwargs(ImagesKwargs, total=False):
+    r"""
+    ignore_index (`int`, *optional*):
+        Label value that carries no target (no mask is made for it). With `do_reduce_labels`, label 0 becomes it.
+    do_reduce_labels (`bool`, *optional*, defaults to `False`):
+        Map label 0 to `ignore_index` and subtract 1 from every other label (class ids of semantic maps,
+        instance ids and the classes they map to, panoptic `category_id`s). Requires `ignore_index`.
+    num_labels (`int`, *optional*):
+        Number of classes; when set, encoded class ids outside `[0, num_labels)` raise a `ValueError`.
+    size_divisor (`int`, *optional*, defaults to 32):
+        The padded batch size is rounded up to a multiple of it.
+    snap_resize_to_size_divisor (`bool`, *optional*, defaults to `True`):
+        `True` (transformers' behaviour): the resized size is rounded up to a multiple of `size_divisor`
+        (the image is stretched slightly). `False` (the original detectron2 behaviour): the aspect ratio is
+        kept and the multiple is reached by padding only.
+    """
+
+    ignore_index: int | None
+    do_reduce_labels: bool
+    num_labels: int | None
+    size_divisor: int
+    snap_resize_to_size_divisor: bool
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Target encoding (pure functions, shared with the video processor)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def rgb_to_panoptic_id(rgb: torch.Tensor) -> torch.Tensor:
+    """Decode a COCO panoptic PNG: ``id = R + 256 * G + 256**2 * B``.
+
+    Args:
+        rgb: ``[height, width, 3]`` or ``[3, height, width]`` integer tensor.
+
+    Returns:
+        ``[height, width]`` int64 segment ids.
+    """
+    rgb = rgb.long()
+    if rgb.ndim != 3 or 3 not in (rgb.shape[0], rgb.shape[-1]):
+        raise ValueError(f"A panoptic RGB map must be [H, W, 3] or [3, H, W], got shape {tuple(rgb.shape)}.")
+    if rgb.shape[-1] != 3:
+        rgb = rgb.permute(1, 2, 0)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
+
+
+def _reduce_labels(values: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    return torch.where(values == 0, torch.full_like(values, ignore_index), values - 1)
+
+
+def _check_label_range(labels: torch.Tensor, num_labels: int | None, source: str) -> None:
+    if labels.numel() == 0:
+        return
+    bad = labels < 0
+    if num_labels is not None:
+        bad = bad | (labels >= num_labels)
+    if bool(bad.any()):
+        offending = sorted(set(labels[bad].tolist()))
+        allowed = f"[0, {num_labels})" if num_labels is not None else "non-negative ids"
+        raise ValueError(
+            f"Label ids {offending} from the {source} are outside the configured labels ({allowed}). Check "
+            "`num_labels`, `ignore_index` (pixels that carry no target) and `do_reduce_labels`."
+        )
+
+
+def encode_segmentation_targets(
+    label_map: torch.Tensor,
+    instance_id_to_semantic_id: Mapping[int, int] | None = None,
+    segments_info: Sequence[Mapping[str, Any]] | None = None,
+    ignore_index: int | None = None,
+    do_reduce_labels: bool = False,
+    num_labels: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Turn one label map into binary masks and class ids (the label contract of the processors).
+
+    The map's kind is chosen by the extra argument: `segments_info` -> COCO panoptic segment-id map,
+    `instance_id_to_semantic_id` -> instance-id map, neither -> semantic map. See
+    :class:`SeriesSegmentationImageProcessorBase` for the contract.
+
+    Args:
+        label_map: ``[height, width]`` integer map.
+        instance_id_to_semantic_id: instance id -> class id.
+        segments_info: COCO panoptic segments (dicts with ``id``, ``category_id``, optional ``iscrowd``).
+        ignore_index: label that carries no target.
+        do_reduce_labels: 0 -> `ignore_index`, others -1.
+        num_labels: when set, class ids must lie in ``[0, num_labels)``.
+
+    Returns:
+        ``masks [num_masks, height, width]`` float 0/1 and ``labels [num_masks]`` int64.
+    """
+    if instance_id_to_semantic_id is not None and segments_info is not None:
+        raise ValueError("Pass either `instance_id_to_semantic_id` (instance maps) or `segments_info` (panoptic).")
+    if do_reduce_labels and ignore_index is None:
+        raise ValueError("`do_reduce_labels=True` needs `ignore_index` (label 0 is mapped to it).")
+    label_map = label_map.long()
+    device = label_map.device
+
+    if segments_info is not None:
+        segment_ids = torch.unique(label_map)
+        segment_ids = segment_ids[segment_ids != 0]  # 0 = void / unlabelled in COCO panoptic
+        by_id = {}
+        for segment in segments_info:
+            if "id" not in segment or "category_id" not in segment:
+                raise ValueError(f"Each panoptic segment needs 'id' and 'category_id', got {dict(segment)}.")
+            by_id[int(segment["id"])] = segment
+        present = segment_ids.tolist()
+        missing = [segment_id for segment_id in present if segment_id not in by_id]
+        if missing:
+            raise ValueError(
+                f"Panoptic segment ids {missing[:10]} appear in the segmentation map but not in `segments_info`."
+            )
+        kept_ids, classes = [], []
+        for segment_id in present:
+            segment = by_id[segment_id]
+            if segment.get("iscrowd", 0):
+                continue
+            kept_ids.append(segment_id)
+            classes.append(int(segment["category_id"]))
+        kept = torch.tensor(kept_ids, dtype=torch.long, device=device)
+        labels = torch.tensor(classes, dtype=torch.long, device=device)
+        if do_reduce_labels:
+            labels = _reduce_labels(labels, ignore_index)
+        if ignore_index is not None:
+            valid = labels != ignore_index
+            kept, labels = kept[valid], labels[valid]
+        _check_label_range(labels, num_labels, "panoptic `segments_info`")
+        masks = label_map.unsqueeze(0) == kept.view(-1, 1, 1)
+        return masks.float(), labels
+
+    if do_reduce_labels:
+        label_map = _reduce_labels(label_map, ignore_index)
+    values = torch.unique(label_map)
+    if ignore_index is not None:
+        values = values[values != ignore_index]
+    masks = label_map.unsqueeze(0) == values.view(-1, 1, 1)
+
+    if instance_id_to_semantic_id is None:
+        _check_label_range(values, num_labels, "semantic segmentation map")
+        return masks.float(), values
+
+    mapping = {int(key): int(value) for key, value in instance_id_to_semantic_id.items()}
+    instance_ids = values.tolist()
+    lookup_ids = [instance_id + 1 if do_reduce_labels else instance_id for instance_id in instance_ids]
+    missing = [instance_id for instance_id in lookup_ids if instance_id not in mapping]
+    if missing:
+        raise ValueError(
+            f"Instance ids {missing[:10]} appear in the instance map but not in `instance_id_to_semantic_id` "
+            f"({len(lookup_ids)} instances in the map, {len(mapping)} entries in the mapping)."
+        )
+    labels = torch.tensor([mapping[instance_id] for instance_id in lookup_ids], dtype=torch.long, device=device)
+    if do_reduce_labels:
+        labels = labels - 1
+    _check_label_range(labels, num_labels, "`instance_id_to_semantic_id` mapping")
+    return masks.float(), labels
+
+
+def _label_map_to_tensor(label_map: Any, panoptic: bool) -> torch.Tensor:
+    """A label map (PIL, numpy, torch) as an int64 ``[height, width]`` tensor (COCO RGB decoded when panoptic)."""
+    if hasattr(label_map, "mode") and hasattr(label_map, "size") and not isinstance(label_map, np.ndarray):
+        label_map = np.array(label_map)
+    tensor = torch.as_tensor(np.asarray(label_map) if not isinstance(label_map, torch.Tensor) else label_map)
+    if tensor.ndim == 3 and 1 in (tensor.shape[0], tensor.shape[-1]) and 3 not in (tensor.shape[0], tensor.shape[-1]):
+        tensor = tensor.squeeze(0) if tensor.shape[0] == 1 else tensor.squeeze(-1)
+    if tensor.ndim == 3 and panoptic:
+        return rgb_to_panoptic_id(tensor)
+    if tensor.ndim != 2:
+        raise ValueError(
+            f"A segmentation map must be [height, width] (or an RGB COCO panoptic map with `segments_info`), got "
+            f"shape {tuple(tensor.shape)}."
+        )
+    if tensor.is_floating_point():
+        if not bool((tensor == tensor.round()).all()):
+            raise ValueError("A segmentation map must hold integer label ids, got non-integer values.")
+    return tensor.long()
+
+
+def _as_per_image_list(value: Any, batch_size: int, name: str) -> list:
+    """Broadcast a single per-image argument (dict / list of dicts) to a list of length `batch_size`."""
+    if value is None:
+        return [None] * batch_size
+    if isinstance(value, Mapping):
+        return [value] * batch_size
+    value = list(value)
+    if len(value) != batch_size:
+        raise ValueError(f"Got {len(value)} entries in `{name}` for {batch_size} images.")
+    return value
+
+
+def _outputs_field(outputs: Any, name: str) -> Any:
+    if isinstance(outputs, Mapping):
+        return outputs.get(name)
+    return getattr(outputs, name, None)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The processors
+# ----------------------------------------------------------------------------------------------------------------
+
+
+class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
+    r"""Shared image processor of the MaskFormer family (pre-processing, targets, post-processing).
+
+    **Pre-processing** (`__call__` / `preprocess`): resize (`size` as in transformers: `shortest_edge` +
+    `longest_edge`, `shortest_edge`, `max_height` + `max_width`, or `height` + `width`; with
+    `snap_resize_to_size_divisor` the result is rounded up to a multiple of `size_divisor`, as transformers'
+    `Mask2FormerImageProcessor` does), rescale, normalise, then pad bottom/right with zeros to the batch's
+    largest size rounded up to `size_divisor` (or exactly to `pad_size`). Returns `pixel_values
+    [batch, 3, height, width]` and `pixel_mask [batch, height, width]` (1 = real pixel). Images must have 3
+    channels (grayscale / RGBA only with `do_convert_rgb=True`).
+
+    **Label contract** (training targets). Pass one label map per image as `segmentation_maps`; it must have
+    the image's size (before resizing) and is resized with nearest-exact interpolation together with the image.
+    Its kind is set by the extra argument:
+
+    - semantic map (no extra argument): each pixel is a class id; one mask per class present.
+    - instance map + `instance_id_to_semantic_id` (a dict, or one dict per image): each pixel is an instance id;
+      one mask per instance, class = `instance_id_to_semantic_id[instance_id]`. Every instance id in the map
+      (except `ignore_index`) must be in the mapping.
+    - COCO panoptic + `segments_info` (one list of segment dicts per image, each with `id`, `category_id`,
+      optional `iscrowd`): the map holds segment ids (or is the RGB panoptic PNG, decoded as
+      `R + 256 G + 256^2 B`). Id 0 is void (no target); crowd segments get no mask (as the original's COCO
+      panoptic mapper); every non-zero id in the map must be listed in `segments_info`.
+
+    Label values are class ids in the model's label space, `0 .. num_labels - 1`. `ignore_index` marks "no
+    target": semantic pixels / instance ids / panoptic categories equal to it produce no mask (they are
+    background the loss never sees, not a class). With `do_reduce_labels`, value 0 (the dataset's background)
+    becomes `ignore_index` and every other label (class ids, instance ids and the classes they map to,
+    panoptic `category_id`s) is decremented by 1, like ADE20K's 1-based classes; it requires `ignore_index`.
+    When `num_labels` is set, an encoded class outside `[0, num_labels)` is a `ValueError`. The outputs are
+    `mask_labels` (list of `[num_masks, height, width]` float 0/1, padded with zeros like the image) and
+    `class_labels` (list of `[num_masks]` int64).
+
+    Compared with transformers' `Mask2FormerImageProcessor`: same `pixel_values` (same torchvision resize),
+    `pixel_mask`, `mask_labels` and `class_labels` on valid inputs, except that (a) the padded size is
+    rounded up to `size_divisor` also when `do_resize=False` (transformers only pads to the batch maximum)
+    and (b) `mask_labels` are padded with 0, where transformers fills the padding of the binary masks with
+    `ignore_index`.
+
+    **Post-processing**: see the `post_process_*` methods. Masks are upsampled to the real padded input size
+    (from the model's `padded_image_size`), the padding is cropped (from `image_sizes`) and the result is
+    resized to `target_sizes` -- the original implementation's order. Subclasses set
+    `panoptic_intersects_with_mask` (Mask2Former: a panoptic segment is its arg-max area intersected with
+    `mask_prob >= mask_threshold`; MaskFormer v1: the arg-max area alone).
+    """
+
+    valid_kwargs = SeriesSegmentationImageProcessorKwargs
+    resample = PILImageResampling.BILINEAR
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"shortest_edge": 800, "longest_edge": 1333}
+    default_to_square = False
+    do_resize = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    model_input_names = ["pixel_values", "pixel_mask"]
+    size_divisor = 32
+    do_reduce_labels = False
+    snap_resize_to_size_divisor = True
+
+    panoptic_intersects_with_mask: bool = True
+
+    def __init__(self, **kwargs: Unpack[SeriesSegmentationImageProcessorKwargs]) -> None:
+        # Legacy names found in older preprocessor_config.json files.
+        if "reduce_labels" in kwargs:
+            reduce_labels = kwargs.pop("reduce_labels")
+            kwargs.setdefault("do_reduce_labels", reduce_labels)
+        if "size_divisibility" in kwargs:
+            size_divisibility = kwargs.pop("size_divisibility")
+            kwargs.setdefault("size_divisor", size_divisibility)
+        size = kwargs.pop("size", None)
+        max_size = kwargs.pop("max_size", None)
+        if size is None:
+            size = dict(self.size)
+            if max_size is not None:
+                size["longest_edge"] = max_size
+        kwargs["size"] = get_size_dict(size, max_size=max_size, default_to_square=False)
+        super().__init__(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serializable attributes (what `save_pretrained` writes), without transformers' legacy `_max_size`."""
+        output = super().to_dict()
+        output.pop("_max_size", None)
+        return output
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Pre-processing
+    # ------------------------------------------------------------------------------------------------------------
+
+    def preprocess(
+        self,
+        images: Any,
+        segmentation_maps: Any = None,
+        instance_id_to_semantic_id: list[dict[int, int]] | dict[int, int] | None = None,
+        segments_info: list[list[dict]] | None = None,
+        **kwargs: Unpack[SeriesSegmentationImageProcessorKwargs],
+    ) -> BatchFeature:
+        """Pre-process images (and encode training targets).
+
+        Args:
+            images: one image or a list (PIL, numpy or torch; channels first or last).
+            segmentation_maps: one label map per image (see the class docstring for the label contract).
+            instance_id_to_semantic_id: instance id -> class id (one dict for all images, or one per image).
+            segments_info: COCO panoptic segments, one list per image.
+            **kwargs: any processor attribute, overriding it for this call.
+
+        Returns:
+            `BatchFeature` with `pixel_values [batch, 3, H, W]`, `pixel_mask [batch, H, W]` and, with labels,
+            `mask_labels` (list of `[num_masks, H, W]`) and `class_labels` (list of `[num_masks]`).
+        """
+        return super().preprocess(images, segmentation_maps, instance_id_to_semantic_id, segments_info, **kwargs)
+
+    @staticmethod
+    def _check_raw_channels(images: Any) -> None:
+        items = images if isinstance(images, list | tuple) else [images]
+        for image in items:
+            if isinstance(image, list | tuple):
+                SeriesSegmentationImageProcessorBase._check_raw_channels(image)
+                continue
+            if isinstance(image, np.ndarray | torch.Tensor) and image.ndim == 3:
+                if image.shape[0] not in (1, 3, 4) and image.shape[-1] not in (1, 3, 4):
+                    raise ValueError(
+                        f"Images must have 3 (RGB) channels, first or last; got an image of shape "
+                        f"{tuple(image.shape)}."
+                    )
+
+    def _preprocess_image_like_inputs(
+        self,
+        images: Any,
+        segmentation_maps: Any,
+        instance_id_to_semantic_id: Any,
+        segments_info: Any,
+        do_convert_rgb: bool | None,
+        input_data_format: Any,
+        device: str | torch.device | None = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        self._check_raw_channels(images)
+        prepared = self._prepare_image_like_inputs(
+            images=images, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, device=device
+        )
+        for image in prepared:
+            if image.shape[0] != 3:
+                raise ValueError(
+                    f"Images must have 3 (RGB) channels, got {image.shape[0]} (shape {tuple(image.shape)}); pass "
+                    "`do_convert_rgb=True` to convert grayscale or RGBA images."
+                )
+        label_maps = None
+        if segmentation_maps is not None:
+            panoptic = segments_info is not None
+            if isinstance(segmentation_maps, list | tuple):
+                raw_maps = list(segmentation_maps)
+            elif isinstance(segmentation_maps, np.ndarray | torch.Tensor) and segmentation_maps.ndim == 3 and not (
+                panoptic and segmentation_maps.shape[-1] == 3
+            ):
+                raw_maps = list(segmentation_maps)
+            else:
+                raw_maps = [segmentation_maps]
+            if len(raw_maps) != len(prepared):
+                raise ValueError(f"Got {len(raw_maps)} segmentation maps for {len(prepared)} images.")
+            label_maps = [_label_map_to_tensor(label_map, panoptic).to(prepared[0].device) for label_map in raw_maps]
+        elif instance_id_to_semantic_id is not None or segments_info is not None:
+            raise ValueError("`instance_id_to_semantic_id` / `segments_info` need `segmentation_maps`.")
+        return self._preprocess(prepared, label_maps, instance_id_to_semantic_id, segments_info, **kwargs)
+
+    def _resized_size(
+        self, height: int, width: int, size: SizeDict, size_divisor: int, snap: bool
+    ) -> tuple[int, int]:
+        if size.shortest_edge and size.longest_edge:
+            new_height, new_width = get_size_with_aspect_ratio((height, width), size.shortest_edge, size.longest_edge)
+        elif size.shortest_edge:
+            short, long = (width, height) if width <= height else (height, width)
+            new_short, new_long = size.shortest_edge, int(size.shortest_edge * long / short)
+            new_height, new_width = (new_long, new_short) if width <= height else (new_short, new_long)
+        elif size.max_height and size.max_width:
+            new_height, new_width = get_image_size_for_max_height_width((height, width), size.max_height, size.max_width)
+        elif size.height and size.width:
+            new_height, new_width = size.height, size.width
+        else:
+            raise ValueError(
+                "`size` must hold 'shortest_edge' (+ optional 'longest_edge'), 'max_height' + 'max_width', or "
+                f"'height' + 'width'; got {dict(size)}."
+            )
+        if snap and size_divisor:
+            new_height = -(-new_height // size_divisor) * size_divisor
+            new_width = -(-new_width // size_divisor) * size_divisor
+        return int(new_height), int(new_width)
+
+    @staticmethod
+    def _resize_label_map(label_map: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
+        if tuple(label_map.shape) == new_size:
+            return label_map
+        resized = F.interpolate(label_map[None, None].double(), size=new_size, mode="nearest-exact")
+        return resized[0, 0].long()
+
+    def _preprocess(
+        self,
+        images: list[torch.Tensor],
+        label_maps: list[torch.Tensor] | None,
+        instance_id_to_semantic_id: Any,
+        segments_info: Any,
+        do_resize: bool,
+        size: SizeDict,
+        resample: Any,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: Any,
+        image_std: Any,
+        size_divisor: int | None = None,
+        pad_size: SizeDict | None = None,
+        ignore_index: int | None = None,
+        do_reduce_labels: bool = False,
+        num_labels: int | None = None,
+        snap_resize_to_size_divisor: bool = True,
+        return_tensors: str | TensorType | None = None,
+        **kwargs: Any,
+    ) -> BatchFeature:
+        batch_size = len(images)
+        id_maps = _as_per_image_list(instance_id_to_semantic_id, batch_size, "instance_id_to_semantic_id")
+        if segments_info is not None and len(segments_info) != batch_size:
+            raise ValueError(f"Got {len(segments_info)} `segments_info` lists for {batch_size} images.")
+        size_divisor = size_divisor or 0
+
+        processed, mask_labels, class_labels = [], [], []
+        for index, image in enumerate(images):
+            height, width = image.shape[-2:]
+            label_map = None
+            if label_maps is not None:
+                label_map = label_maps[index]
+                if tuple(label_map.shape) != (height, width):
+                    raise ValueError(
+                        f"Segmentation map {index} has size {tuple(label_map.shape)} but its image has size "
+                        f"{(height, width)}."
+                    )
+            if do_resize:
+                new_size = self._resized_size(height, width, size, size_divisor, snap_resize_to_size_divisor)
+                image = self.resize(image, size=SizeDict(height=new_size[0], width=new_size[1]), resample=resample)
+                if label_map is not None:
+                    label_map = self._resize_label_map(label_map, new_size)
+            image = self.rescale_and_normalize(
+                image[None], do_rescale, rescale_factor, do_normalize, image_mean, image_std
+            )[0]
+            processed.append(image)
+            if label_map is not None:
+                masks, labels = encode_segmentation_targets(
+                    label_map,
+                    instance_id_to_semantic_id=id_maps[index],
+                    segments_info=segments_info[index] if segments_info is not None else None,
+                    ignore_index=ignore_index,
+                    do_reduce_labels=do_reduce_labels,
+                    num_labels=num_labels,
+                )
+                mask_labels.append(masks)
+                class_labels.append(labels)
+
+        max_height = max(image.shape[-2] for image in processed)
+        max_width = max(image.shape[-1] for image in processed)
+        if pad_size is not None:
+            if not (pad_size.height and pad_size.width):
+                raise ValueError(f"`pad_size` must hold 'height' and 'width', got {dict(pad_size)}.")
+            if pad_size.height < max_height or pad_size.width < max_width:
+                raise ValueError(
+                    f"`pad_size` {(pad_size.height, pad_size.width)} is smaller than the largest processed image "
+                    f"{(max_height, max_width)}."
+                )
+            padded_height, padded_width = pad_size.height, pad_size.width
+        elif size_divisor:
+            padded_height = -(-max_height // size_divisor) * size_divisor
+            padded_width = -(-max_width // size_divisor) * size_divisor
+        else:
+            padded_height, padded_width = max_height, max_width
+
+        pixel_values, pixel_masks = [], []
+        for index, image in enumerate(processed):
+            height, width = image.shape[-2:]
+            padding = (0, padded_width - width, 0, padded_height - height)
+            pixel_values.append(F.pad(image, padding, value=0.0))
+            pixel_mask = torch.zeros((padded_height, padded_width), dtype=torch.int64, device=image.device)
+            pixel_mask[:height, :width] = 1
+            pixel_masks.append(pixel_mask)
+            if label_maps is not None:
+                mask_labels[index] = F.pad(mask_labels[index], padding, value=0.0)
+
+        encoded = BatchFeature(
+            data={"pixel_values": pixel_values, "pixel_mask": pixel_masks}, tensor_type=return_tensors
+        )
+        if label_maps is not None:
+            encoded["mask_labels"] = mask_labels
+            encoded["class_labels"] = class_labels
+        return encoded
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Post-processing
+    # ------------------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _image_geometry(
+        outputs: Any, batch_size: int, mask_size: tuple[int, int], target_sizes: Any
+    ) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+        """Per image: (padded input size, un-padded size inside it, output size)."""
+        if target_sizes is not None:
+            if isinstance(target_sizes, torch.Tensor):
+                target_sizes = target_sizes.tolist()
+            target_sizes = list(target_sizes)
+            if len(target_sizes) != batch_size:
+                raise ValueError(
+                    f"Got {len(target_sizes)} target sizes for a batch of {batch_size}; pass one (height, width) "
+                    "per image."
+                )
+        image_sizes = _outputs_field(outputs, "image_sizes")
+        padded_image_size = _outputs_field(outputs, "padded_image_size")
+        default_padded = (4 * mask_size[0], 4 * mask_size[1])
+        geometry = []
+        for index in range(batch_size):
+            if padded_image_size is not None:
+                padded = torch.as_tensor(padded_image_size)
+                padded = padded[index] if padded.ndim == 2 else padded
+                padded = (int(padded[0]), int(padded[1]))
+            else:
+                padded = default_padded
+            if image_sizes is not None:
+                crop = torch.as_tensor(image_sizes)[index]
+                crop = (int(crop[0]), int(crop[1]))
+            else:
+                crop = padded
+            output = crop if target_sizes is None else (int(target_sizes[index][0]), int(target_sizes[index][1]))
+            geometry.append((padded, crop, output))
+        return geometry
+
+    @staticmethod
+    def _logits(outputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        class_logits = _outputs_field(outputs, "class_queries_logits")
+        mask_logits = _outputs_field(outputs, "masks_queries_logits")
+        if class_logits is None or mask_logits is None:
+            raise ValueError("`outputs` must carry `class_queries_logits` and `masks_queries_logits`.")
+        if class_logits.shape[:2] != mask_logits.shape[:2]:
+            raise ValueError(
+                f"`class_queries_logits` {tuple(class_logits.shape)} and `masks_queries_logits` "
+                f"{tuple(mask_logits.shape)} disagree on batch size / number of queries."
+            )
+        return class_logits, mask_logits
+
+    def post_process_semantic_segmentation(
+        self,
+        outputs: Any,
+        target_sizes: list[tuple[int, int]] | None = None,
+        return_segmentation_scores: bool = False,
+        postprocess_before_inference: bool = False,
+    ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
+        """Semantic segmentation maps (class id per pixel).
+
+        Class scores are ``sum_q softmax(class_logits)[q, :K] * sigmoid(mask_logits[q])``. The mask logits are
+        upsampled to the padded input size (`outputs.padded_image_size`), cropped to the image
+        (`outputs.image_sizes`), and either the `[K, h, w]` scores are then resized to `target_sizes` (default,
+        the original's semantic flow and transformers' order) or, with `postprocess_before_inference=True`, the
+        mask logits are resized first (the original's `SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE`).
+
+        Differences from transformers: transformers upsamples to a fixed 384x384 and never crops the padding.
+        Outputs without `image_sizes` / `padded_image_size` (e.g. transformers' own) use 4x the mask size and
+        no crop.
+
+        Args:
+            outputs: model outputs with `class_queries_logits [B, Q, K+1]`, `masks_queries_logits [B, Q, h, w]`
+                and optionally `image_sizes [B, 2]` and `padded_image_size [2]`.
+            target_sizes: one `(height, width)` per image; `None` gives the un-padded input size.
+            return_segmentation_scores: also return the `[K, height, width]` scores.
+            postprocess_before_inference: resize the mask logits before combining them (see above).
+
+        Returns:
+            One `[height, width]` int64 map per image, or `SemanticSegmentationPostProcessorOutput`s with
+            `segmentation` and `segmentation_scores` when `return_segmentation_scores`.
+        """
+        class_logits, mask_logits = self._logits(outputs)
+        geometry = self._image_geometry(outputs, class_logits.shape[0], tuple(mask_logits.shape[-2:]), target_sizes)
+        results = []
+        for index, (padded, crop, output_size) in enumerate(geometry):
+            if postprocess_before_inference:
+                masks = upsample_crop_resize(mask_logits[index], padded, crop, output_size)
+                scores = semantic_inference(class_logits[index], masks)
+            else:
+                # The original resizes the [K, h, w] scores. Resizing is linear, so when the output is smaller
+                # than the cropped input, resizing the [Q, h, w] mask probabilities first and combining them at
+                # the output size gives the same scores (up to float rounding) for less work.
+                masks = crop_and_resize_masks(upsample_masks(mask_logits[index], padded), crop)
+                if output_size[0] * output_size[1] < crop[0] * crop[1]:
+                    mask_probs = upsample_masks(masks.float().sigmoid(), output_size)
+                    class_probs = class_logits[index].float().softmax(-1)[:, :-1]
+                    scores = torch.einsum("qc,qhw->chw", class_probs, mask_probs)
+                else:
+                    scores = upsample_masks(semantic_inference(class_logits[index], masks), output_size)
+            segmentation = scores.argmax(0)
+            if return_segmentation_scores:
+                results.append(
+                    SemanticSegmentationPostProcessorOutput(
+                        data={"segmentation": segmentation, "segmentation_scores": scores}
+                    )
+                )
+            else:
+                results.append(segmentation)
+        return results
+
+    def post_process_instance_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        target_sizes: list[tuple[int, int]] | None = None,
+        return_coco_annotation: bool = False,
+        return_binary_maps: bool = False,
+        label_ids_to_fuse: Iterable[int] | None = None,
+        top_k: int | None = None,
+    ) -> list[dict]:
+        """Instance segmentation: top-k (query, class) pairs with mask-weighted scores.
+
+        The `top_k` (default: number of queries, as transformers) best (query, class) pairs by class probability
+        are taken over all `Q x K` pairs; pairs whose class is in `label_ids_to_fuse` (stuff classes) are then
+        dropped (the original's thing-only filter with panoptic output on). Each pair's mask logits are
+        upsampled to the padded input, cropped and resized to the target size, binarised at `mask_threshold`
+        (probability, strict: 0.5 is the original's `logit > 0`), and scored ``class prob x mean mask prob
+        inside the binary mask``. Pairs with `score >= threshold` and a non-empty mask are returned, by
+        decreasing score.
+
+        Output formats:
+
+        - default: `segmentation` is a `[height, width]` int32 id map (-1 = no instance). Instances compete for
+          pixels: each pixel goes to the highest-scoring instance covering it, and an instance keeps its id only
+          if at least `overlap_mask_area_threshold` of its mask is visible (one re-assignment pass after
+          dropping the others). `segments_info` lists the surviving instances, ids `0..n-1`.
+        - `return_binary_maps=True`: `[n, height, width]` float 0/1 masks, which may overlap; no overlap test.
+        - `return_coco_annotation=True`: a list of pycocotools RLE dicts (`{"size", "counts"}`), one per instance,
+          may overlap; no overlap test.
+
+        Differences from transformers: transformers resizes to 384x384, binarises before a nearest resize, uses
+        `mask_threshold` nowhere, ignores `overlap_mask_area_threshold`, keeps `topk(sorted=False)` order, fills
+        the id map with later-painted instances winning, and its RLE option encodes the id map, one RLE list per
+        id (including -1). With no instance, binary maps here are an empty `[0, height, width]` tensor.
+
+        Args:
+            outputs: see `post_process_semantic_segmentation`.
+            threshold: minimum final score.
+            mask_threshold: mask probability threshold for binarisation.
+            overlap_mask_area_threshold: minimum visible fraction in the id map (default output only).
+            target_sizes: one `(height, width)` per image; `None` gives the un-padded input size.
+            return_coco_annotation: return RLE dicts.
+            return_binary_maps: return stacked binary masks.
+            label_ids_to_fuse: stuff classes, excluded from instances.
+            top_k: number of (query, class) pairs considered (the original's `TEST.DETECTIONS_PER_IMAGE`).
+
+        Returns:
+            One dict per image: `segmentation` and `segments_info` (`id`, `label_id`, `was_fused` (False),
+            `score`).
+        """
+        if return_coco_annotation and return_binary_maps:
+            raise ValueError("`return_coco_annotation` and `return_binary_maps` cannot both be True.")
+        class_logits, mask_logits = self._logits(outputs)
+        num_queries = class_logits.shape[1]
+        top_k = num_queries if top_k is None else int(top_k)
+        geometry = self._image_geometry(outputs, class_logits.shape[0], tuple(mask_logits.shape[-2:]), target_sizes)
+        results = []
+        for index, (padded, crop, output_size) in enumerate(geometry):
+            class_scores, labels, query_indices = select_top_k_query_classes(
+                class_logits[index], top_k, label_ids_to_fuse
+            )
+            unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
+            logits = upsample_crop_resize(mask_logits[index][unique_queries], padded, crop, output_size)
+            unique_binary, unique_mask_scores = instance_scores_from_selection(
+                torch.ones(unique_queries.numel(), device=logits.device), logits, mask_threshold
+            )
+            scores = class_scores * unique_mask_scores[inverse]
+            non_empty = unique_binary.flatten(1).any(1)[inverse]
+            keep = ((scores >= threshold) & non_empty).nonzero().flatten()
+            keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]
+            binary = unique_binary[inverse[keep]]
+            kept_scores, kept_labels = scores[keep], labels[keep]
+
+            if return_binary_maps or return_coco_annotation:
+                if return_binary_maps:
+                    segmentation = binary.float()
+                else:
+                    segmentation = [binary_mask_to_coco_rle(mask) for mask in binary]
+                survivors = torch.arange(keep.numel(), device=binary.device)
+            else:
+                segmentation, survivors = self._instance_id_map(binary, overlap_mask_area_threshold, output_size)
+            segments_info = [
+                {"id": new_id, "label_id": int(label), "was_fused": False, "score": float(score)}
+                for new_id, (label, score) in enumerate(
+                    zip(kept_labels[survivors].tolist(), kept_scores[survivors].tolist())
+                )
+            ]
+            results.append({"segmentation": segmentation, "segments_info": segments_info})
+        return results
+
+    @staticmethod
+    def _instance_id_map(
+        binary: torch.Tensor, overlap_mask_area_threshold: float, output_size: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Id map from score-sorted binary masks ``[n, h, w]``.
+
+        Each pixel goes to the highest-scoring mask covering it; masks with a visible fraction below
+        `overlap_mask_area_threshold` are dropped and the pixels re-assigned among the others (one pass: the
+        visible fraction of a survivor can only grow). Returns the ``[h, w]`` int32 map (-1 = none, ids
+        ``0..m-1`` in score order) and the indices ``[m]`` of the surviving masks.
+        """
+
+        def assign(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            covered = masks.any(0)
+            winner = masks.to(torch.uint8).argmax(0)  # first (= best-scoring) covering mask
+            visible = torch.bincount(winner[covered], minlength=masks.shape[0])
+            return covered, winner, visible
+
+        device = binary.device
+        empty = torch.full(output_size, -1, dtype=torch.int32, device=device)
+        candidates = torch.arange(binary.shape[0], device=device)
+        if candidates.numel() == 0:
+            return empty, candidates
+        _, _, visible = assign(binary)
+        ratio = visible.double() / binary.flatten(1).sum(1).double()
+        candidates = candidates[(ratio >= overlap_mask_area_threshold) & (visible > 0)]
+        if candidates.numel() == 0:
+            return empty, candidates
+        covered, winner, visible = assign(binary[candidates])
+        segmentation = torch.where(covered, winner.to(torch.int32), empty)
+        return segmentation, candidates
+
+    def post_process_panoptic_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.8,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        label_ids_to_fuse: Iterable[int] | None = None,
+        target_sizes: list[tuple[int, int]] | None = None,
+    ) -> list[dict]:
+        """Panoptic segmentation (the original's `panoptic_inference`).
+
+        Queries whose best class is not no-object with probability `> threshold` are kept; only their masks are
+        upsampled to the padded input, cropped and resized to the target size. Each pixel goes to the kept query
+        with the largest ``class prob x mask prob``. A query becomes a segment when its arg-max area is at least
+        `overlap_mask_area_threshold` of its own area (`mask prob >= mask_threshold`) and its final area is not
+        empty. Mask2Former's segment is the arg-max area intersected with `mask prob >= mask_threshold`;
+        MaskFormer v1's (`SeriesMaskFormerImageProcessor`) is the arg-max area alone. Queries whose label is in
+        `label_ids_to_fuse` share one segment per label (the original fuses every stuff class).
+
+        Differences from transformers: 384x384 resize and no crop there; transformers never intersects with the
+        mask threshold, keeps a query when the area ratio is strictly greater than the threshold (the original:
+        greater or equal), lists a fused label once per query (here once per segment id, with the score of its
+        first query) and returns a map of -1 when nothing is found (here 0 = no segment, always).
+
+        Args:
+            outputs: see `post_process_semantic_segmentation`.
+            threshold: class probability a query must exceed (`OBJECT_MASK_THRESHOLD`).
+            mask_threshold: mask probability threshold.
+            overlap_mask_area_threshold: minimum visible fraction (`OVERLAP_THRESHOLD`).
+            label_ids_to_fuse: labels whose instances are merged (stuff classes); `None` fuses nothing.
+            target_sizes: one `(height, width)` per image; `None` gives the un-padded input size.
+
+        Returns:
+            One dict per image: `segmentation` (`[height, width]` int32 segment ids, 0 = none) and
+            `segments_info` (`id`, `label_id`, `was_fused`, `score`).
+        """
+        class_logits, mask_logits = self._logits(outputs)
+        geometry = self._image_geometry(outputs, class_logits.shape[0], tuple(mask_logits.shape[-2:]), target_sizes)
+        results = []
+        for index, (padded, crop, output_size) in enumerate(geometry):
+            query_indices, scores, labels = select_panoptic_queries(class_logits[index], threshold)
+            logits = upsample_crop_resize(mask_logits[index][query_indices], padded, crop, output_size)
+            segmentation, segments_info = panoptic_from_selection(
+                scores,
+                labels,
+                logits.float().sigmoid(),
+                overlap_threshold=overlap_mask_area_threshold,
+                mask_threshold=mask_threshold,
+                label_ids_to_fuse=label_ids_to_fuse,
+                intersect_with_mask=self.panoptic_intersects_with_mask,
+            )
+            results.append({"segmentation": segmentation, "segments_info": segments_info})
+        return results
+
+
+class SeriesMask2FormerImageProcessor(SeriesSegmentationImageProcessorBase):
+    """Image processor for Mask2Former (see `SeriesSegmentationImageProcessorBase` for the full contract).
+
+    Panoptic segments are the arg-max area intersected with `mask prob >= mask_threshold`, as in the original
+    Mask2Former.
+    """
+
+    panoptic_intersects_with_mask = True
+
+
+class SeriesMaskFormerImageProcessor(SeriesSegmentationImageProcessorBase):
+    """Image processor for MaskFormer v1 (see `SeriesSegmentationImageProcessorBase` for the full contract).
+
+    The only difference from Mask2Former's: a panoptic segment is every pixel whose arg-max query is the
+    segment's query (`mask = ids == k`, no `>= mask_threshold` intersection), as in the original MaskFormer.
+    """
+
+    panoptic_intersects_with_mask = False

@@ -1,0 +1,249 @@
+"""The video Mask2Former: the image model's backbone and pixel decoder on every frame, a space-time decoder.
+
+As the original (`mask2former_video`): the backbone and the deformable pixel decoder see the `batch × frames`
+frames as independent images; the masked-attention decoder (3-D sine positions, memories of `frames × h × w`
+tokens per level) predicts one class and one mask *tube* `[frames, H/4, W/4]` per query and video. Module and
+parameter names are those of the image model, so an image Mask2Former checkpoint initialises it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .configuration_video_mask2former import SeriesVideoMask2FormerConfig
+from .criterion import SetCriterion
+from .masked_attention_decoder import MaskedAttentionTransformerModule
+from .matcher import HungarianMatcher
+from .modeling_mask2former import SeriesMask2FormerPixelLevelModule, SeriesMask2FormerPreTrainedModel
+from .modeling_outputs import (
+    SeriesSegmentationModelOutput,
+    SeriesUniversalSegmentationOutput,
+    image_sizes_from_pixel_mask,
+)
+from .validation import validate_pixel_values, validate_targets
+
+
+@dataclass
+class SeriesVideoInstanceSegmentationOutput(SeriesUniversalSegmentationOutput):
+    """Output of [`SeriesVideoMask2FormerForVideoInstanceSegmentation`].
+
+    The fields of `SeriesUniversalSegmentationOutput` with video shapes (`masks_queries_logits
+    [batch, queries, frames, H/4, W/4]`, `image_sizes [batch, 2]` per video), plus:
+
+    Attributes:
+        query_embeddings: `[batch, queries, hidden]`, the LayerNorm-ed final query states (input of the class
+            and mask heads); windowed inference associates the queries of consecutive clips with them.
+    """
+
+    query_embeddings: torch.FloatTensor | None = None
+
+
+def _frame_pixel_mask(pixel_mask: torch.Tensor | None, pixel_values_videos: torch.Tensor) -> torch.Tensor | None:
+    """`pixel_mask` `[batch, H, W]` or `[batch, frames, H, W]` → `[batch, H, W]` (frames of a video share a size)."""
+    if pixel_mask is None:
+        return None
+    if pixel_mask.dim() == 4:
+        pixel_mask = pixel_mask[:, 0]
+    if pixel_mask.dim() != 3 or pixel_mask.shape[0] != pixel_values_videos.shape[0] or tuple(
+        pixel_mask.shape[-2:]
+    ) != tuple(pixel_values_videos.shape[-2:]):
+        raise ValueError(
+            f"pixel_mask must be [batch, H, W] or [batch, frames, H, W] matching pixel_values_videos "
+            f"{tuple(pixel_values_videos.shape)}, got {tuple(pixel_mask.shape)}"
+        )
+    return pixel_mask
+
+
+class SeriesVideoMask2FormerPreTrainedModel(SeriesMask2FormerPreTrainedModel):
+    config_class = SeriesVideoMask2FormerConfig
+    config: SeriesVideoMask2FormerConfig
+    base_model_prefix = "model"
+    main_input_name = "pixel_values_videos"
+    input_modalities = ("video",)
+
+
+class SeriesVideoMask2FormerModel(SeriesVideoMask2FormerPreTrainedModel):
+    """Video Mask2Former without the class head: per-layer query states and mask tubes."""
+
+    def __init__(self, config: SeriesVideoMask2FormerConfig):
+        super().__init__(config)
+        self.pixel_level_module = SeriesMask2FormerPixelLevelModule(config)
+        self.transformer_module = MaskedAttentionTransformerModule(
+            in_channels=config.feature_size,
+            hidden_dim=config.hidden_dim,
+            num_queries=config.num_queries,
+            num_layers=config.decoder_layers - 1,
+            num_heads=config.num_attention_heads,
+            dim_feedforward=config.dim_feedforward,
+            mask_feature_size=config.mask_feature_size,
+            dropout=config.dropout,
+            pre_norm=config.pre_norm,
+            enforce_input_projection=config.enforce_input_projection,
+            video=True,
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        pixel_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SeriesSegmentationModelOutput | tuple:
+        """
+        Args:
+            pixel_values_videos: `[batch, frames, 3, H, W]`, normalised, padded bottom/right (all frames of a
+                video have the same size).
+            pixel_mask: `[batch, H, W]` (or `[batch, frames, H, W]`), 1 on real pixels; the model ignores
+                padding like the original.
+
+        Returns:
+            `SeriesSegmentationModelOutput`; `masks_queries_logits` are `[batch, queries, frames, H/4, W/4]`,
+            `pixel_decoder_last_hidden_state` is `[batch * frames, mask_feature_size, H/4, W/4]`.
+        """
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        validate_pixel_values(pixel_values_videos, getattr(self.config.backbone_config, "num_channels", 3), video=True)
+        num_frames = pixel_values_videos.shape[1]
+        if num_frames < 1:
+            raise ValueError(f"pixel_values_videos has no frames: shape {tuple(pixel_values_videos.shape)}")
+        frames = pixel_values_videos.flatten(0, 1)  # video-major: v0f0, v0f1, ..., v1f0, ...
+        features, pixel_decoder_output = self.pixel_level_module(frames, output_hidden_states)
+        decoder_output = self.transformer_module(
+            pixel_decoder_output.multi_scale_features,
+            pixel_decoder_output.mask_features,
+            num_frames=num_frames,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+        )
+        output = SeriesSegmentationModelOutput(
+            encoder_last_hidden_state=features[-1],
+            pixel_decoder_last_hidden_state=pixel_decoder_output.mask_features,
+            transformer_decoder_last_hidden_state=decoder_output.last_hidden_state,
+            transformer_decoder_intermediate_states=tuple(decoder_output.intermediate_hidden_states),
+            masks_queries_logits=tuple(decoder_output.masks_queries_logits),
+            encoder_hidden_states=tuple(features) if output_hidden_states else None,
+            pixel_decoder_hidden_states=tuple(pixel_decoder_output.multi_scale_features)
+            if output_hidden_states
+            else None,
+            transformer_decoder_hidden_states=tuple(decoder_output.hidden_states) if output_hidden_states else None,
+            attentions=tuple(decoder_output.attentions) if output_attentions else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class SeriesVideoMask2FormerForVideoInstanceSegmentation(SeriesVideoMask2FormerPreTrainedModel):
+    """Video Mask2Former with the class head and the video set loss (video instance segmentation)."""
+
+    def __init__(self, config: SeriesVideoMask2FormerConfig):
+        super().__init__(config)
+        self.model = SeriesVideoMask2FormerModel(config)
+        self.class_predictor = nn.Linear(config.hidden_dim, config.num_labels + 1)
+        matcher = HungarianMatcher(
+            cost_class=config.class_weight,
+            cost_mask=config.mask_weight,
+            cost_dice=config.dice_weight,
+            num_points=config.train_num_points,
+        )
+        self.criterion = SetCriterion(
+            num_labels=config.num_labels,
+            matcher=matcher,
+            class_weight=config.class_weight,
+            mask_weight=config.mask_weight,
+            dice_weight=config.dice_weight,
+            no_object_weight=config.no_object_weight,
+            num_points=config.train_num_points,
+            oversample_ratio=config.oversample_ratio,
+            importance_sample_ratio=config.importance_sample_ratio,
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        mask_labels: list[torch.Tensor] | None = None,
+        class_labels: list[torch.Tensor] | None = None,
+        pixel_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_auxiliary_logits: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SeriesVideoInstanceSegmentationOutput | tuple:
+        """
+        Args:
+            pixel_values_videos: `[batch, frames, 3, H, W]`.
+            mask_labels: per video `[instances, frames, H, W]` binary masks at the input resolution, padded like
+                the frames; an instance absent from a frame has an empty mask there (training).
+            class_labels: per video `[instances]` class ids in `[0, num_labels)` (training).
+            pixel_mask: `[batch, H, W]` (or `[batch, frames, H, W]`), 1 on real pixels.
+            output_auxiliary_logits: return the earlier layers' predictions (default: config).
+
+        Returns:
+            `SeriesVideoInstanceSegmentationOutput`; `loss` and `loss_dict` when targets are given. `num_masks`
+            of the loss is the number of instances (not × frames).
+        """
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if (mask_labels is None) != (class_labels is None):
+            raise ValueError("mask_labels and class_labels must be given together")
+        if mask_labels is not None:
+            validate_targets(mask_labels, class_labels, pixel_values_videos, self.config.num_labels, video=True)
+            num_frames = pixel_values_videos.shape[1]
+            for index, masks in enumerate(mask_labels):
+                if masks.shape[1] != num_frames:
+                    raise ValueError(
+                        f"video {index}: mask_labels have {masks.shape[1]} frames but the video has {num_frames}"
+                    )
+        frame_pixel_mask = _frame_pixel_mask(pixel_mask, pixel_values_videos)
+        outputs = self.model(
+            pixel_values_videos,
+            pixel_mask=frame_pixel_mask,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        class_logits = [self.class_predictor(states) for states in outputs.transformer_decoder_intermediate_states]
+        mask_logits = outputs.masks_queries_logits
+        auxiliary_logits = [
+            {"class_queries_logits": classes, "masks_queries_logits": masks}
+            for classes, masks in zip(class_logits[:-1], mask_logits[:-1])
+        ]
+        loss = loss_dict = None
+        if mask_labels is not None:
+            loss_dict = self.criterion(
+                class_logits[-1],
+                mask_logits[-1],
+                mask_labels,
+                class_labels,
+                auxiliary_logits if self.config.use_auxiliary_loss else None,
+            )
+            loss = self.criterion.weighted_sum(loss_dict)
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = self.config.output_auxiliary_logits
+        if output_auxiliary_logits is None:
+            output_auxiliary_logits = self.config.use_auxiliary_loss
+        frame_shape = pixel_values_videos[:, 0]
+        output = SeriesVideoInstanceSegmentationOutput(
+            loss=loss,
+            loss_dict=loss_dict,
+            class_queries_logits=class_logits[-1],
+            masks_queries_logits=mask_logits[-1],
+            auxiliary_logits=auxiliary_logits if output_auxiliary_logits else None,
+            image_sizes=image_sizes_from_pixel_mask(frame_pixel_mask, frame_shape),
+            padded_image_size=torch.tensor(pixel_values_videos.shape[-2:], device=pixel_values_videos.device),
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            pixel_decoder_last_hidden_state=outputs.pixel_decoder_last_hidden_state,
+            transformer_decoder_last_hidden_state=outputs.transformer_decoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
+            transformer_decoder_hidden_states=outputs.transformer_decoder_hidden_states,
+            attentions=outputs.attentions,
+            query_embeddings=outputs.transformer_decoder_intermediate_states[-1],
+        )
+        return output if return_dict else output.to_tuple()

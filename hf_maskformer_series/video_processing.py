@@ -1,0 +1,311 @@
+"""Video processor of the video Mask2Former: frames → `pixel_values_videos`, training targets, post-processing.
+
+Pre-processing follows the original test mapper (`ResizeShortestEdge(360, 1333)` on every frame, the same size
+for the whole video, ImageNet normalisation, zero padding bottom/right to a multiple of 32). Post-processing is
+the original `inference_video`: mask logits upsampled to the padded input, cropped, resized to the original
+size and thresholded at 0; the top-k (query, class) pairs by class probability (no mask score).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.image_processing_utils import BatchFeature
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
+from transformers.processing_utils import Unpack, VideosKwargs
+from transformers.video_processing_utils import BaseVideoProcessor
+
+from .post_processing import binary_mask_to_coco_rle, select_top_k_query_classes, upsample_crop_resize
+
+
+class SeriesVideoMask2FormerVideoProcessorKwargs(VideosKwargs, total=False):
+    r"""
+    size_divisor (`int`, *optional*, defaults to 32):
+        The padded size of a batch is rounded up to a multiple of it.
+    instance_masks (`list`, *optional*):
+        Training targets: per video `[instances, frames, height, width]` binary masks at the frames' original size
+        (an instance absent from a frame has an empty mask there).
+    instance_class_labels (`list`, *optional*):
+        Per video `[instances]` class ids, with `instance_masks`.
+    """
+
+    size_divisor: int
+    instance_masks: list | None
+    instance_class_labels: list | None
+
+
+def shortest_edge_resize_size(height: int, width: int, shortest_edge: int, longest_edge: int | None) -> tuple[int, int]:
+    """detectron2's `ResizeShortestEdge` output size: scale the short side to `shortest_edge`, cap the long side.
+
+    Returns:
+        `(new_height, new_width)`, rounded half up as detectron2 (`int(x + 0.5)`).
+    """
+    scale = shortest_edge / min(height, width)
+    new_height, new_width = (shortest_edge, scale * width) if height < width else (scale * height, shortest_edge)
+    if longest_edge and max(new_height, new_width) > longest_edge:
+        scale = longest_edge / max(new_height, new_width)
+        new_height, new_width = new_height * scale, new_width * scale
+    return int(new_height + 0.5), int(new_width + 0.5)
+
+
+def _outputs_field(outputs: Any, name: str) -> Any:
+    value = outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
+    return value
+
+
+class SeriesVideoMask2FormerVideoProcessor(BaseVideoProcessor):
+    r"""Video processor of [`SeriesVideoMask2FormerForVideoInstanceSegmentation`].
+
+    **Pre-processing** (`__call__` / `preprocess`): each video is a list of frames (PIL images, numpy arrays or
+    tensors, channels first or last) or a `[frames, H, W, 3]` / `[frames, 3, H, W]` array. Every frame of a video
+    is resized to the same size (`size`: `shortest_edge` + optional `longest_edge`, rounded as detectron2; or
+    `height` + `width`), rescaled, normalised and zero-padded bottom/right to the batch's largest size rounded up
+    to `size_divisor`. Returns `pixel_values_videos [batch, frames, 3, H, W]` and `pixel_mask [batch, H, W]`
+    (1 = real pixel). All videos of a batch must have the same number of frames.
+
+    **Training targets**: pass `instance_masks` (per video `[instances, frames, height, width]`, the original
+    frame size) and `instance_class_labels` (per video `[instances]`). The masks are resized (nearest) and padded
+    like the frames; instances empty in every frame are dropped. Returned as `mask_labels` (list of
+    `[instances, frames, H, W]` float) and `class_labels` (list of `[instances]` int64).
+
+    **Post-processing**: [`post_process_video_instance_segmentation`].
+    """
+
+    valid_kwargs = SeriesVideoMask2FormerVideoProcessorKwargs
+    model_input_names = ["pixel_values_videos", "pixel_mask"]
+    resample = PILImageResampling.BILINEAR
+    image_mean = IMAGENET_DEFAULT_MEAN
+    image_std = IMAGENET_DEFAULT_STD
+    size = {"shortest_edge": 360, "longest_edge": 1333}
+    default_to_square = False
+    do_resize = True
+    do_rescale = True
+    rescale_factor = 1 / 255
+    do_normalize = True
+    do_convert_rgb = True
+    do_sample_frames = False
+    size_divisor = 32
+
+    def __init__(self, **kwargs: Unpack[SeriesVideoMask2FormerVideoProcessorKwargs]) -> None:
+        super().__init__(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        for key in ("instance_masks", "instance_class_labels"):
+            output.pop(key, None)
+        return output
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Pre-processing
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _target_size(self, height: int, width: int, size: SizeDict) -> tuple[int, int]:
+        if size.shortest_edge:
+            return shortest_edge_resize_size(height, width, size.shortest_edge, size.longest_edge)
+        if size.height and size.width:
+            return int(size.height), int(size.width)
+        raise ValueError(f"`size` must hold 'shortest_edge' (+ optional 'longest_edge') or 'height' + 'width'; got {dict(size)}")
+
+    def _preprocess(
+        self,
+        videos: list[torch.Tensor],
+        do_resize: bool,
+        size: SizeDict,
+        resample: Any,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: Any,
+        image_std: Any,
+        size_divisor: int | None = None,
+        instance_masks: list | None = None,
+        instance_class_labels: list | None = None,
+        return_tensors: Any = None,
+        **kwargs,
+    ) -> BatchFeature:
+        if (instance_masks is None) != (instance_class_labels is None):
+            raise ValueError("instance_masks and instance_class_labels must be given together")
+        if instance_masks is not None and (len(instance_masks) != len(videos) or len(instance_class_labels) != len(videos)):
+            raise ValueError(
+                f"got {len(instance_masks)} instance_masks and {len(instance_class_labels)} instance_class_labels "
+                f"for {len(videos)} videos"
+            )
+        num_frames = {video.shape[0] for video in videos}
+        if len(num_frames) != 1:
+            raise ValueError(f"all videos of a batch must have the same number of frames, got {sorted(num_frames)}")
+        processed, sizes = [], []
+        for video in videos:
+            if video.shape[1] != 3:
+                raise ValueError(f"frames must have 3 (RGB) channels, got a video of shape {tuple(video.shape)}")
+            if do_resize:
+                new_size = self._target_size(video.shape[-2], video.shape[-1], size)
+                if new_size != tuple(video.shape[-2:]):
+                    video = self.resize(video, SizeDict(height=new_size[0], width=new_size[1]), resample=resample)
+            video = self.rescale_and_normalize(video, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
+            processed.append(video)
+            sizes.append(tuple(video.shape[-2:]))
+        divisor = int(size_divisor or 1)
+        padded_height = -(-max(height for height, _ in sizes) // divisor) * divisor
+        padded_width = -(-max(width for _, width in sizes) // divisor) * divisor
+        pixel_values = processed[0].new_zeros(len(processed), processed[0].shape[0], 3, padded_height, padded_width)
+        pixel_mask = torch.zeros(len(processed), padded_height, padded_width, dtype=torch.int64)
+        for index, (video, (height, width)) in enumerate(zip(processed, sizes)):
+            pixel_values[index, :, :, :height, :width] = video
+            pixel_mask[index, :height, :width] = 1
+        data = {"pixel_values_videos": pixel_values, "pixel_mask": pixel_mask}
+        if instance_masks is not None:
+            data["mask_labels"], data["class_labels"] = self._encode_targets(
+                instance_masks, instance_class_labels, videos, sizes, (padded_height, padded_width)
+            )
+        encoded = BatchFeature(data={key: data[key] for key in ("pixel_values_videos", "pixel_mask")},
+                               tensor_type=return_tensors)
+        for key in ("mask_labels", "class_labels"):
+            if key in data:
+                encoded[key] = data[key]
+        return encoded
+
+    @staticmethod
+    def _encode_targets(instance_masks, instance_class_labels, videos, sizes, padded_size):
+        mask_labels, class_labels = [], []
+        for index, (masks, labels, video, new_size) in enumerate(
+            zip(instance_masks, instance_class_labels, videos, sizes)
+        ):
+            masks = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
+            labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long()
+            frames, height, width = video.shape[0], video.shape[-2], video.shape[-1]
+            if masks.dim() != 4 or masks.shape[1] != frames or tuple(masks.shape[-2:]) != (height, width):
+                raise ValueError(
+                    f"video {index}: instance_masks must be [instances, {frames}, {height}, {width}] (the original "
+                    f"frame size), got {tuple(masks.shape)}"
+                )
+            if labels.dim() != 1 or labels.shape[0] != masks.shape[0]:
+                raise ValueError(f"video {index}: {masks.shape[0]} instance masks but labels of shape {tuple(labels.shape)}")
+            masks = masks.bool().float()
+            if masks.shape[0] and tuple(masks.shape[-2:]) != tuple(new_size):
+                masks = F.interpolate(masks, size=new_size, mode="nearest-exact")
+            keep = masks.flatten(1).any(dim=1) if masks.shape[0] else torch.zeros(0, dtype=torch.bool)
+            padded = masks.new_zeros(masks.shape[0], frames, *padded_size)
+            padded[..., : new_size[0], : new_size[1]] = masks
+            mask_labels.append(padded[keep])
+            class_labels.append(labels[keep])
+        return mask_labels, class_labels
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Post-processing
+    # ------------------------------------------------------------------------------------------------------------
+
+    def post_process_video_instance_segmentation(
+        self,
+        outputs: Any,
+        target_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+        top_k: int = 10,
+        return_coco_annotation: bool = False,
+        image_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+        padded_image_size: tuple[int, int] | torch.Tensor | None = None,
+    ) -> list[list[dict[str, Any]]]:
+        """The original `inference_video` for every video of the batch.
+
+        Args:
+            outputs: the model's output (`class_queries_logits [batch, queries, K + 1]`, `masks_queries_logits
+                [batch, queries, frames, h, w]`, and the input geometry `image_sizes` / `padded_image_size`).
+            target_sizes: per video the output `(height, width)` (the original frame size); `None` keeps the
+                un-padded input size.
+            top_k: (query, class) pairs kept per video (10 in the original), clamped to `queries × K`.
+            return_coco_annotation: segmentations as COCO RLE dicts instead of bool tensors.
+            image_sizes, padded_image_size: override the geometry the model reports (the un-padded `(h, w)` of
+                each video inside the padded input, and the padded input size).
+
+        Returns:
+            Per video, a list (by decreasing score) of `{"score": float, "label_id": int, "query_index": int,
+            "segmentations": [frames × (bool [height, width] tensor or RLE dict)]}`.
+        """
+        class_logits = _outputs_field(outputs, "class_queries_logits")
+        mask_logits = _outputs_field(outputs, "masks_queries_logits")
+        if class_logits is None or mask_logits is None or mask_logits.dim() != 5:
+            raise ValueError(
+                "outputs must carry class_queries_logits [batch, queries, K + 1] and masks_queries_logits "
+                "[batch, queries, frames, h, w]"
+            )
+        batch = class_logits.shape[0]
+        image_sizes = image_sizes if image_sizes is not None else _outputs_field(outputs, "image_sizes")
+        padded_image_size = (
+            padded_image_size if padded_image_size is not None else _outputs_field(outputs, "padded_image_size")
+        )
+        if padded_image_size is None:
+            padded_image_size = tuple(mask_logits.shape[-2:])
+        if image_sizes is None:
+            image_sizes = [tuple(int(v) for v in padded_image_size)] * batch
+        if target_sizes is not None and len(target_sizes) != batch:
+            raise ValueError(f"got {len(target_sizes)} target_sizes for {batch} videos")
+        results = []
+        for index in range(batch):
+            scores, labels, queries = select_top_k_query_classes(class_logits[index], top_k)
+            crop_size = image_sizes[index]
+            output_size = target_sizes[index] if target_sizes is not None else None
+            masks = upsample_crop_resize(mask_logits[index][queries].float(), padded_image_size, crop_size, output_size)
+            masks = masks > 0
+            video_results = []
+            for score, label, query, tube in zip(scores.tolist(), labels.tolist(), queries.tolist(), masks):
+                frames = [binary_mask_to_coco_rle(frame) for frame in tube] if return_coco_annotation else list(tube)
+                video_results.append(
+                    {"score": score, "label_id": int(label), "query_index": int(query), "segmentations": frames}
+                )
+            results.append(video_results)
+        return results
+
+
+def youtube_vis_results(
+    predictions: Sequence[Sequence[Mapping[str, Any]]],
+    video_ids: Sequence[int],
+    label_id_to_category_id: Mapping[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """YouTube-VIS results entries (the original `instances_to_coco_json_video`).
+
+    Args:
+        predictions: per video, the list returned by `post_process_video_instance_segmentation`.
+        video_ids: the dataset's id of each video.
+        label_id_to_category_id: contiguous label id → dataset category id (default: `label_id + 1`, the
+            YouTube-VIS categories 1..40).
+
+    Returns:
+        One `{"video_id", "score", "category_id", "segmentations": [RLE per frame, counts as str]}` per prediction.
+    """
+    if len(predictions) != len(video_ids):
+        raise ValueError(f"got {len(predictions)} prediction lists for {len(video_ids)} video ids")
+    entries = []
+    for video_id, video_predictions in zip(video_ids, predictions):
+        for prediction in video_predictions:
+            label = int(prediction["label_id"])
+            category = label_id_to_category_id[label] if label_id_to_category_id is not None else label + 1
+            segmentations = [
+                frame if isinstance(frame, Mapping) else binary_mask_to_coco_rle(frame)
+                for frame in prediction["segmentations"]
+            ]
+            entries.append(
+                {
+                    "video_id": int(video_id),
+                    "score": float(prediction["score"]),
+                    "category_id": int(category),
+                    "segmentations": segmentations,
+                }
+            )
+    return entries
+
+
+def write_youtube_vis_results(
+    path: str | os.PathLike,
+    predictions: Sequence[Sequence[Mapping[str, Any]]],
+    video_ids: Sequence[int],
+    label_id_to_category_id: Mapping[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Write the YouTube-VIS results JSON (see `youtube_vis_results`) and return its entries."""
+    entries = youtube_vis_results(predictions, video_ids, label_id_to_category_id)
+    with open(path, "w") as handle:
+        json.dump(entries, handle)
+    return entries
