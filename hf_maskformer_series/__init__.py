@@ -4,29 +4,29 @@ Importing the package registers every model with transformers' Auto classes.
 """
 
 from .configuration_mask2former import SeriesMask2FormerConfig
+from .configuration_maskformer import SeriesMaskFormerConfig
+from .configuration_video_mask2former import SeriesVideoMask2FormerConfig
+from .image_processing import SeriesMask2FormerImageProcessor, SeriesMaskFormerImageProcessor
 from .modeling_mask2former import (
     SeriesMask2FormerForUniversalSegmentation,
     SeriesMask2FormerModel,
     SeriesMask2FormerPreTrainedModel,
 )
-from .configuration_maskformer import SeriesMaskFormerConfig
 from .modeling_maskformer import (
     SeriesMaskFormerForInstanceSegmentation,
     SeriesMaskFormerModel,
     SeriesMaskFormerPreTrainedModel,
 )
-from .image_processing import SeriesMask2FormerImageProcessor, SeriesMaskFormerImageProcessor
 from .modeling_outputs import SeriesSegmentationModelOutput, SeriesUniversalSegmentationOutput
-from .configuration_video_mask2former import SeriesVideoMask2FormerConfig
 from .modeling_video_mask2former import (
     SeriesVideoInstanceSegmentationOutput,
     SeriesVideoMask2FormerForVideoInstanceSegmentation,
     SeriesVideoMask2FormerModel,
     SeriesVideoMask2FormerPreTrainedModel,
 )
+from .registration import register_auto_classes
 from .video_processing import SeriesVideoMask2FormerVideoProcessor
 from .video_tracking import windowed_video_inference
-from .registration import register_auto_classes
 
 register_auto_classes()
 

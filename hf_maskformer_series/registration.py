@@ -13,15 +13,15 @@ from transformers import (
 )
 
 from .configuration_mask2former import SeriesMask2FormerConfig
-from .modeling_mask2former import SeriesMask2FormerForUniversalSegmentation, SeriesMask2FormerModel
 from .configuration_maskformer import SeriesMaskFormerConfig
-from .modeling_maskformer import SeriesMaskFormerForInstanceSegmentation, SeriesMaskFormerModel
 from .configuration_video_mask2former import SeriesVideoMask2FormerConfig
+from .image_processing import SeriesMask2FormerImageProcessor, SeriesMaskFormerImageProcessor
+from .modeling_mask2former import SeriesMask2FormerForUniversalSegmentation, SeriesMask2FormerModel
+from .modeling_maskformer import SeriesMaskFormerForInstanceSegmentation, SeriesMaskFormerModel
 from .modeling_video_mask2former import (
     SeriesVideoMask2FormerForVideoInstanceSegmentation,
     SeriesVideoMask2FormerModel,
 )
-from .image_processing import SeriesMask2FormerImageProcessor, SeriesMaskFormerImageProcessor
 from .video_processing import SeriesVideoMask2FormerVideoProcessor
 
 
