@@ -505,7 +505,9 @@ def _compare_instances(ours: dict, theirs: dict) -> tuple[str, bool]:
             ious.append(float((mask_a & mask_b).sum() / union) if union else 1.0)
     worst = min(ious) if ious else (1.0 if same else 0.0)
     text = f"{len(a)} vs {len(b)} instances, {'same' if same else 'DIFFERENT'} classes, lowest mask IoU {worst:.4f}"
-    return text, same and worst >= 0.99
+    # transformers binarises at 384×384 and resizes the binary mask (nearest); ours resizes the logits and then
+    # binarises (the original's order): the masks differ along their boundaries only
+    return text, same and worst >= 0.95
 
 
 def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
@@ -563,13 +565,12 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
     return results
 
 
-def _annotation_label_map(annotations: list[dict]) -> np.ndarray:
-    first = np.asarray(annotations[0]["mask"]) if annotations else None
-    labels = np.full(first.shape if first is not None else (1, 1), -1, dtype=np.int64)
-    names = sorted({annotation["label"] for annotation in annotations})
+def _annotation_label_map(annotations: list[dict], names: list[str], size: tuple[int, int]) -> np.ndarray:
+    """Pipeline output → `[height, width]` map of label indices into `names` (-1: no segment)."""
+    labels = np.full((size[1], size[0]), -1, dtype=np.int64)
     for annotation in annotations:
         labels[np.asarray(annotation["mask"]) > 0] = names.index(annotation["label"])
-    return labels, names
+    return labels
 
 
 def _threshold_keeping(pair: ModelPair, image, count: int) -> float:
@@ -616,14 +617,10 @@ def bench_pipeline(pair: ModelPair, settings: Settings) -> list[Result]:
     a, b = our_pipe(image, threshold=threshold), their_pipe(image, threshold=threshold)
     our_labels = sorted(annotation["label"] for annotation in a)
     their_labels = sorted(annotation["label"] for annotation in b)
-    if a and b and our_labels == their_labels:
-        map_a, _ = _annotation_label_map(a)
-        map_b, _ = _annotation_label_map(b)
-        pixels = float((map_a == map_b).mean())
-    else:
-        pixels = 1.0 if not a and not b else 0.0
+    names = sorted(set(our_labels) | set(their_labels))
+    pixels = float((_annotation_label_map(a, names, image.size) == _annotation_label_map(b, names, image.size)).mean())
     same = our_labels == their_labels
-    text = f"{len(a)} vs {len(b)} segments, {'same' if same else 'DIFFERENT'} labels, {pixels:.2%} pixels same"
+    text = f"{len(a)} vs {len(b)} segments, {'same' if same else 'DIFFERENT'} labels, {pixels:.2%} pixels same label"
     ours_s, theirs_s = timed_pair(settings, lambda: our_pipe(image, threshold=threshold),
                                   lambda: their_pipe(image, threshold=threshold))
     note = f"threshold {threshold:.4f} (keeps {settings.num_segments} queries)" + (f"; {note}" if note else "")
@@ -915,7 +912,9 @@ def format_report(results: list[Result], environment: dict) -> str:
             cells = [row.model, row.case, format_seconds(row.ours_s), format_seconds(row.theirs_s),
                      f"{row.ratio:.2f}", f"×{row.speedup:.2f}",
                      ("✓ " if row.agrees else "✗ ") + row.agreement]
-            if section == "train":
+            if section == "train" and row.ours_mib is None:
+                cells += ["n/a"] * 4
+            elif section == "train":
                 cells += [f"{row.ours_mib:.0f} / {row.theirs_mib:.0f}", f"{row.memory_ratio:.2f}",
                           f"{row.ours_extra_mib:.0f} / {row.theirs_extra_mib:.0f}",
                           f"{row.ours_extra_mib / row.theirs_extra_mib:.2f}"]
@@ -976,6 +975,7 @@ def quiet() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 

@@ -1,0 +1,81 @@
+"""The benchmark's quick mode: every agreement check between our models / processors and transformers' passes.
+
+Only the checks run (no timing is asserted): same weights through the checkpoint compatibility, logits to 1e-4,
+identical preprocessing and target encoding, matching post-processed segments and first-step training losses.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks.bench_models import (
+    FAMILIES,
+    Result,
+    Settings,
+    family_available,
+    format_report,
+    run_benchmarks,
+    synthetic_outputs,
+)
+from benchmarks.common import markdown_table, time_interleaved
+
+
+@pytest.fixture(scope="module")
+def quick_results() -> list[Result]:
+    settings = Settings.quick_settings(
+        checks_only=True, families=("mask2former",), backbones=("swin",),
+        sections=("processor", "forward", "postprocess", "pipeline", "train", "video"),
+    )
+    results, environment = run_benchmarks(settings, log=lambda text: None)
+    report = format_report(results, environment)
+    assert "Forward (eval)" in report and "Post-processing" in report
+    return results
+
+
+def test_every_section_reports(quick_results):
+    sections = {result.section for result in quick_results}
+    assert {"processor", "encode", "forward", "postprocess", "pipeline", "train"} <= sections
+    assert len([result for result in quick_results if result.section == "postprocess"]) == 3
+
+
+@pytest.mark.parametrize("section", ["processor", "encode", "forward", "postprocess", "train", "video"])
+def test_agreement_checks_pass(quick_results, section):
+    rows = [result for result in quick_results if result.section == section]
+    failed = [f"{row.model} {row.case}: {row.agreement}" for row in rows if not row.agrees]
+    assert not failed, failed
+
+
+def test_forward_logits_agree_to_1e4(quick_results):
+    for row in quick_results:
+        if row.section == "forward":
+            assert row.agreement.startswith("logits max diff")
+            assert float(row.agreement.split()[-1]) <= 1e-4
+
+
+@pytest.mark.skipif(not family_available(FAMILIES["maskformer"]), reason="our MaskFormer is not available")
+def test_maskformer_forward_agrees():
+    settings = Settings.quick_settings(checks_only=True, families=("maskformer",), backbones=("resnet",),
+                                       sections=("forward",))
+    results, _ = run_benchmarks(settings, log=lambda text: None)
+    assert results and all(result.agrees for result in results), [result.agreement for result in results]
+
+
+def test_timing_helpers_interleave_and_take_medians():
+    calls = []
+    timings = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    # warm-up a, b; then rounds alternate their order
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
+    assert all(len(timing.runs) == 3 and timing.median >= 0 for timing in timings.values())
+    table = markdown_table(["x", "y"], [[1, "long cell"]])
+    assert table.splitlines()[0] == "| x | y         |"
+    assert table.splitlines()[1] == "|---|-----------|"
+
+
+def test_synthetic_outputs_have_the_requested_confident_queries():
+    outputs = synthetic_outputs(100, 133, (96, 128), 20, image_size=(384, 512))
+    scores, labels = outputs.class_queries_logits[0].softmax(-1).max(-1)
+    confident = (scores > 0.9) & (labels != 133)
+    assert int(confident.sum()) == 20 and len(set(labels[confident].tolist())) == 20
+    assert outputs.masks_queries_logits.shape == (1, 100, 96, 128)
+    assert torch.equal(outputs.image_sizes, torch.tensor([[384, 512]]))
