@@ -487,7 +487,24 @@ def find_zoo_entry(name: str, zoo: Mapping[str, Any] | None = None) -> dict[str,
     raise ValueError(f"unknown model-zoo name {name!r}" + (f"; did you mean {close}?" if close else ""))
 
 
+def model_zoo_markdown(zoo: Mapping[str, Any] | None = None) -> str:
+    """The model zoo as a Markdown table (for the README): name, family, dataset, metric, config, checkpoint."""
+    zoo = zoo if zoo is not None else load_model_zoo()
+    lines = ["| name | family | dataset | metric | config | original checkpoint |", "|---|---|---|---|---|---|"]
+    for entry in zoo["models"]:
+        title = zoo["datasets"][entry["dataset"]]["title"]
+        status = "" if entry.get("supported", True) else " (not convertible: " + entry.get("note", "") + ")"
+        lines.append(f"| `{entry['name']}`{status} | {entry['family']} | {title} | {entry['metric']} "
+                     f"{entry['value']} | `{entry['config']}` | {entry['checkpoint'] or 'unknown'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(model_zoo_markdown())
+
+
 __all__ = [
+    "model_zoo_markdown",
     "DatasetLabels",
     "SWIN_BACKBONE_NAMES",
     "build_model_config",

@@ -983,10 +983,14 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
     metrics: dict = {}
     model.train()
     while global_step < args.max_train_steps:
-        sampler.set_epoch(epoch)
+        # accelerate's loaders call set_epoch(<their own iteration count>) on the sampler when an epoch starts;
+        # setting it here keeps the epoch right after a resume (and on the skip-ahead loader)
         epoch_loader = dataloader
         if batches_to_skip:
             epoch_loader = accelerator.skip_first_batches(dataloader, batches_to_skip)
+        for loader in {id(dataloader): dataloader, id(epoch_loader): epoch_loader}.values():
+            loader.set_epoch(epoch) if hasattr(loader, "set_epoch") else sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         batches_done = batches_to_skip
         batches_to_skip = 0
         for batch in epoch_loader:
@@ -1011,7 +1015,7 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
             if not math.isfinite(step_loss):
                 raise FloatingPointError(f"The loss became {step_loss} at step {global_step}; lower the learning "
                                          "rate or disable fp16.")
-            lr = scheduler.get_last_lr()[-1]
+            lr = max(scheduler.get_last_lr())  # the head's (the backbone runs at lr x backbone_lr_multiplier)
             record = {"step": global_step, "epoch": epoch, "loss": step_loss, "lr": lr}
             progress.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.2e}", refresh=False)
             progress.update(1)

@@ -332,6 +332,11 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
         """Serializable attributes (what `save_pretrained` writes), without transformers' legacy `_max_size`."""
         output = super().to_dict()
         output.pop("_max_size", None)
+        auto_map = output.get("auto_map")
+        if isinstance(auto_map, dict) and isinstance(auto_map.get("AutoImageProcessor"), str):
+            # the per-backend form: transformers 5.x otherwise derives a bogus `...VideoProcessor` remote class from a
+            # plain string and makes `pipeline()` ask whether to trust remote code even though ours is installed
+            output["auto_map"] = {**auto_map, "AutoImageProcessor": {"torchvision": auto_map["AutoImageProcessor"]}}
         return output
 
     # ------------------------------------------------------------------------------------------------------------

@@ -102,6 +102,18 @@ def _padded_value_table(value: torch.Tensor, spatial_shapes_list: list[tuple[int
     return torch.cat(padded, dim=1)
 
 
+def _level_interiors(table: torch.Tensor, spatial_shapes_list: list[tuple[int, int]]) -> list[torch.Tensor]:
+    """Views `[batch, H_l, W_l, heads, head_dim]` of the unpadded maps inside a padded table."""
+    batch, _, heads, head_dim = table.shape
+    views, start = [], 0
+    for height, width in spatial_shapes_list:
+        padded_h, padded_w = height + _PAD_BEFORE + _PAD_AFTER, width + _PAD_BEFORE + _PAD_AFTER
+        level = table[:, start : start + padded_h * padded_w].view(batch, padded_h, padded_w, heads, head_dim)
+        views.append(level[:, _PAD_BEFORE : _PAD_BEFORE + height, _PAD_BEFORE : _PAD_BEFORE + width])
+        start += padded_h * padded_w
+    return views
+
+
 @dataclass(frozen=True)
 class _TableGeometry:
     """Where each level lives in the padded value table, in table rows of one batch element.
@@ -127,59 +139,177 @@ def _table_geometry(spatial_shapes_list: list[tuple[int, int]], heads: int) -> _
     return _TableGeometry(tuple(level_rows), start * heads)
 
 
-class _BilinearRowGather(torch.autograd.Function):
-    """`output[n] = sum_{k, c} weights[n, k, c] * table[rows[n, k] + corner_offsets[k, c]]` with a fast backward.
+@dataclass
+class _SamplingPlan:
+    """The weighted gather that computes the op.
 
-    Shapes: table `[R, D]`, rows `[N, K]` (int), corner_offsets `[K, 4]` (int), weights `[N, K, 4]` → `[N, D]`.
+    Attributes:
+        rows: int `[batch * queries * heads, levels * points]`, table row of each point's (x0, y0) corner.
+        corner_offsets: int `[levels * points, 4]`, row offsets of the 4 corners.
+        corner_weights: `[batch * queries * heads, levels * points, 4]`, bilinear weight × attention weight.
+        fraction: `[batch, queries, heads, levels, points, 2]`, position inside the pixel cell, (fx, fy).
+        sizes: `[levels, points, 2]`, `(W_l, H_l)`.
+        pixels_raw: `[batch, queries, heads, levels, points, 2]`, unclamped pixel coordinates.
+    """
+
+    rows: torch.Tensor
+    corner_offsets: torch.Tensor
+    corner_weights: torch.Tensor
+    fraction: torch.Tensor
+    sizes: torch.Tensor
+    pixels_raw: torch.Tensor
+
+
+def _sampling_plan(
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    spatial_shapes_list: list[tuple[int, int]],
+    geometry: _TableGeometry,
+    heads: int,
+) -> _SamplingPlan:
+    """Corner rows and weights of every sampling point (differentiable in locations and attention weights).
+
+    Per-level constants are materialised as `[levels, points(, 2)]` so that every elementwise op broadcasts over
+    leading dimensions only (CPU kernels vectorise the contiguous inner block).
+    """
+    batch, queries, _, levels, points, _ = sampling_locations.shape
+    dtype, device = sampling_locations.dtype, sampling_locations.device
+    num_rows = batch * geometry.rows_per_batch
+    # table rows as floats stay exact below 2**24 in float32
+    index_dtype = dtype if num_rows < 2**24 or dtype == torch.float64 else torch.float64
+    if num_rows >= 2**53:
+        raise ValueError(f"the value table has {num_rows} rows, too many to index")
+
+    # pixel coordinates (x, y) = location * size - 0.5, clamped into the padded map (NaN -> -1: zero padding)
+    sizes = torch.tensor([[w, h] for h, w in spatial_shapes_list], dtype=dtype, device=device)
+    sizes = sizes.view(levels, 1, 2).expand(levels, points, 2).contiguous()
+    raw = torch.addcmul(torch.full((), -0.5, dtype=dtype, device=device), sampling_locations, sizes)
+    pixels = torch.minimum(torch.where(raw >= -1.0, raw, torch.full((), -1.0, dtype=dtype, device=device)), sizes)
+    corner = pixels.floor()
+    fraction = pixels - corner
+
+    # row of the (x0, y0) corner: (b * padded_sequence + level_start + (y0 + 1) * padded_W + x0 + 1) * heads + h
+    row_strides, level_bases = [], []
+    for (first, _, _), (_, width) in zip(geometry.level_rows, spatial_shapes_list):
+        padded_w = width + _PAD_BEFORE + _PAD_AFTER
+        row_strides.append(padded_w * heads)
+        level_bases.append(first + (padded_w + 1) * _PAD_BEFORE * heads)
+    row_strides = torch.tensor(row_strides, dtype=index_dtype, device=device).view(levels, 1).expand(levels, points)
+    bases = torch.tensor(level_bases, dtype=index_dtype, device=device).view(1, 1, 1, levels, 1)
+    batch_head = torch.arange(batch, dtype=index_dtype, device=device).view(batch, 1, 1, 1, 1)
+    batch_head = batch_head * geometry.rows_per_batch + torch.arange(heads, dtype=index_dtype, device=device).view(
+        1, 1, heads, 1, 1
+    )
+    constant = (bases + batch_head).expand(batch, 1, heads, levels, points).contiguous()
+    corner = corner.to(index_dtype)
+    rows = torch.addcmul(corner[..., 0] * heads, corner[..., 1], row_strides.contiguous()) + constant
+    rows = rows.to(torch.int32 if num_rows < 2**31 else torch.int64).view(batch * queries * heads, levels * points)
+    corner_offsets = torch.tensor([c for _, _, c in geometry.level_rows], dtype=rows.dtype, device=device)
+    corner_offsets = corner_offsets.view(levels, 1, 4).expand(levels, points, 4).reshape(levels * points, 4)
+
+    # corner weights (y0x0, y0x1, y1x0, y1x1), with the attention weight folded in
+    fraction_x, fraction_y = fraction.unbind(-1)
+    weight_y1 = fraction_y * attention_weights
+    weight_y0 = attention_weights - weight_y1
+    weight_x0 = 1 - fraction_x
+    corner_weights = torch.stack(
+        (weight_y0 * weight_x0, weight_y0 * fraction_x, weight_y1 * weight_x0, weight_y1 * fraction_x), dim=-1
+    ).view(batch * queries * heads, levels * points, 4)
+    return _SamplingPlan(rows, corner_offsets, corner_weights, fraction, sizes, raw)
+
+
+def _gather(table_rows: torch.Tensor, plan: _SamplingPlan) -> torch.Tensor:
+    """`[rows, head_dim]` → `[batch * queries * heads, head_dim]`: the weighted sum of each bag's corner rows."""
+    num_bags, points = plan.rows.shape
+    indices = (plan.rows.unsqueeze(-1) + plan.corner_offsets).view(num_bags, points * 4)
+    return F.embedding_bag(
+        indices, table_rows, per_sample_weights=plan.corner_weights.view(num_bags, points * 4), mode="sum"
+    )
+
+
+class _DeformableAttentionFunction(torch.autograd.Function):
+    """The op with a hand-written backward (eager mode): about half the work of autograd through the gather.
+
+    Inputs are in the compute dtype: value `[B, S, heads, D]`, locations `[B, Q, heads, L, P, 2]`, weights
+    `[B, Q, heads, L, P]`; output `[B, Q, heads * D]`.
     """
 
     @staticmethod
-    def forward(ctx, table, rows, corner_offsets, weights, geometry: _TableGeometry, batch: int):
-        num_bags, points = rows.shape
-        indices = (rows.unsqueeze(-1) + corner_offsets).view(num_bags, points * 4)
-        output = F.embedding_bag(indices, table, per_sample_weights=weights.reshape(num_bags, points * 4), mode="sum")
-        ctx.save_for_backward(table, rows, corner_offsets, weights)
+    def forward(ctx, value, sampling_locations, attention_weights, spatial_shapes: tuple[tuple[int, int], ...]):
+        batch, _, heads, head_dim = value.shape
+        queries = sampling_locations.shape[1]
+        geometry = _table_geometry(list(spatial_shapes), heads)
+        table = value.new_zeros(batch, geometry.rows_per_batch // heads, heads, head_dim)
+        for interior, level in zip(
+            _level_interiors(table, list(spatial_shapes)), value.split([h * w for h, w in spatial_shapes], dim=1)
+        ):
+            interior.copy_(level.view(interior.shape))
+        table_rows = table.view(-1, head_dim)
+        plan = _sampling_plan(sampling_locations, attention_weights, list(spatial_shapes), geometry, heads)
+        output = _gather(table_rows, plan)
+        ctx.save_for_backward(table_rows, attention_weights)
+        ctx.plan = plan
         ctx.geometry = geometry
-        ctx.batch = batch
-        return output
+        ctx.spatial_shapes = spatial_shapes
+        ctx.value_shape = value.shape
+        return output.view(batch, queries, heads * head_dim)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        table, rows, corner_offsets, weights = ctx.saved_tensors
-        num_bags, points = rows.shape
-        grad_output = grad_output.contiguous()
-        grad_table = grad_weights = None
+        table_rows, attention_weights = ctx.saved_tensors
+        plan: _SamplingPlan = ctx.plan
+        batch, _, heads, head_dim = ctx.value_shape
+        num_bags, points = plan.rows.shape
+        grad_out = grad_output.reshape(num_bags, head_dim).contiguous()
+        grad_value = grad_locations = grad_weights = None
+
         if ctx.needs_input_grad[0]:
             # Transposed gather: sort the (x0, y0) rows once, then one segment sum per corner; corner c of a
             # point lands `corner_offsets[c]` rows after its (x0, y0) row, a constant shift within each level.
-            num_rows = table.shape[0]
-            sorted_rows, order = torch.sort(rows.reshape(-1))
+            num_rows = table_rows.shape[0]
+            sorted_rows, order = torch.sort(plan.rows.reshape(-1))
             bags = torch.div(order, points, rounding_mode="floor")
             counts = torch.bincount(sorted_rows, minlength=num_rows)
-            offsets = torch.zeros(num_rows, dtype=torch.long, device=rows.device)
+            offsets = torch.zeros(num_rows, dtype=torch.long, device=grad_out.device)
             torch.cumsum(counts[:-1], 0, out=offsets[1:])
-            corner_weights = weights.reshape(-1, 4).index_select(0, order).t().contiguous()
+            corner_weights = plan.corner_weights.reshape(-1, 4).index_select(0, order).t().contiguous()
             per_corner = [
-                F.embedding_bag(bags, grad_output, offsets, mode="sum", per_sample_weights=corner_weights[c])
+                F.embedding_bag(bags, grad_out, offsets, mode="sum", per_sample_weights=corner_weights[c])
                 for c in range(4)
             ]
-            grad_table = per_corner[0]
-            by_batch = grad_table.view(ctx.batch, ctx.geometry.rows_per_batch, -1)
+            grad_table = per_corner[0].view(batch, ctx.geometry.rows_per_batch, head_dim)
             for corner in range(1, 4):
-                shifted = per_corner[corner].view(ctx.batch, ctx.geometry.rows_per_batch, -1)
+                shifted = per_corner[corner].view(batch, ctx.geometry.rows_per_batch, head_dim)
                 for first, end, shifts in ctx.geometry.level_rows:
                     shift = shifts[corner]
-                    by_batch[:, first + shift : end] += shifted[:, first : end - shift]
-        if ctx.needs_input_grad[3]:
+                    grad_table[:, first + shift : end] += shifted[:, first : end - shift]
+            interiors = _level_interiors(grad_table.view(batch, -1, heads, head_dim), list(ctx.spatial_shapes))
+            grad_value = torch.cat([level.reshape(batch, -1, heads, head_dim) for level in interiors], dim=1)
+
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            # d[n, k, c] = <grad_out[n], table[row of corner c of point k]>, then the chain rule by hand
             width = points * 4
-            indices = (rows.unsqueeze(-1) + corner_offsets).reshape(-1)
-            bag_offsets = torch.arange(0, num_bags * width, width, dtype=indices.dtype, device=rows.device)
-            offset2bag = torch.arange(num_bags, dtype=indices.dtype, device=rows.device).repeat_interleave(width)
-            grad_weights = torch.ops.aten._embedding_bag_per_sample_weights_backward(
-                grad_output, table, indices, bag_offsets, offset2bag, 0, -1
-            ).view(num_bags, points, 4)
-        return grad_table, None, None, grad_weights, None, None
+            indices = (plan.rows.unsqueeze(-1) + plan.corner_offsets).reshape(-1)
+            bag_offsets = torch.arange(0, num_bags * width, width, dtype=indices.dtype, device=indices.device)
+            offset2bag = torch.arange(num_bags, dtype=indices.dtype, device=indices.device).repeat_interleave(width)
+            dots = torch.ops.aten._embedding_bag_per_sample_weights_backward(
+                grad_out, table_rows, indices, bag_offsets, offset2bag, 0, -1
+            )
+            dot_00, dot_01, dot_10, dot_11 = dots.view(plan.fraction.shape[:-1] + (4,)).unbind(-1)  # (y, x)
+            fraction_x, fraction_y = plan.fraction.unbind(-1)
+            weight_x0 = 1 - fraction_x
+            along_y0 = torch.addcmul(dot_00 * weight_x0, dot_01, fraction_x)  # interpolated along x, at y0
+            slope_y = torch.addcmul(dot_10 * weight_x0, dot_11, fraction_x) - along_y0
+            if ctx.needs_input_grad[2]:
+                grad_weights = torch.addcmul(along_y0, fraction_y, slope_y)
+            if ctx.needs_input_grad[1]:
+                along_x0 = torch.addcmul(dot_00, fraction_y, dot_10 - dot_00)  # interpolated along y, at x0
+                slope_x = torch.addcmul(dot_01, fraction_y, dot_11 - dot_01) - along_x0
+                inside = (plan.pixels_raw >= -1) & (plan.pixels_raw <= plan.sizes)  # where the clamp passes grads
+                grad_locations = torch.stack((slope_x * attention_weights, slope_y * attention_weights), dim=-1)
+                grad_locations = grad_locations * plan.sizes * inside
+        return grad_value, grad_locations, grad_weights, None
 
 
 def _is_tracing() -> bool:
@@ -214,66 +344,27 @@ def multi_scale_deformable_attention(
         `[batch, queries, heads * head_dim]`.
     """
     _check_inputs(value, spatial_shapes_list, sampling_locations, attention_weights)
-    spatial_shapes_list = [(int(h), int(w)) for h, w in spatial_shapes_list]
+    shapes = tuple((int(h), int(w)) for h, w in spatial_shapes_list)
     batch, _, heads, head_dim = value.shape
-    _, queries, _, levels, points, _ = sampling_locations.shape
-    device = value.device
+    queries = sampling_locations.shape[1]
     compute_dtype = torch.promote_types(
         torch.promote_types(value.dtype, sampling_locations.dtype), attention_weights.dtype
     )
     if compute_dtype in (torch.float16, torch.bfloat16):
         compute_dtype = torch.float32
+    value_c = value.to(compute_dtype)
+    locations_c = sampling_locations.to(compute_dtype)
+    weights_c = attention_weights.to(compute_dtype)
 
-    table = _padded_value_table(value.to(compute_dtype), spatial_shapes_list)
-    geometry = _table_geometry(spatial_shapes_list, heads)
-    num_rows = batch * geometry.rows_per_batch
-    # table rows as floats stay exact below 2**24 in float32
-    index_dtype = compute_dtype if num_rows < 2**24 or compute_dtype == torch.float64 else torch.float64
-    if num_rows >= 2**53:
-        raise ValueError(f"the value table has {num_rows} rows, too many to index")
-
-    # pixel coordinates (x, y) = location * size - 0.5, clamped into the padded map
-    sizes = torch.tensor([[w, h] for h, w in spatial_shapes_list], dtype=compute_dtype, device=device)
-    sizes = sizes.view(levels, 1, 2)
-    pixels = torch.addcmul(
-        torch.full((), -0.5, dtype=compute_dtype, device=device), sampling_locations.to(compute_dtype), sizes
-    )
-    pixels = torch.nan_to_num(pixels, nan=-1.0).clamp(min=torch.full_like(sizes, -1.0), max=sizes)
-    corner = pixels.floor()
-    fraction = pixels - corner
-
-    # table row of the (x0, y0) corner: ((b * padded_sequence + level_start + (y0 + 1) * padded_W + x0 + 1) * heads + h
-    level_strides, level_bases = [], []
-    for (first, _, _), (_, width) in zip(geometry.level_rows, spatial_shapes_list):
-        padded_w = width + _PAD_BEFORE + _PAD_AFTER
-        level_strides.append([heads, padded_w * heads])
-        level_bases.append(first + (padded_w + 1) * _PAD_BEFORE * heads)
-    strides = torch.tensor(level_strides, dtype=index_dtype, device=device).view(levels, 1, 2)
-    bases = torch.tensor(level_bases, dtype=index_dtype, device=device).view(levels, 1)
-    batch_head = (
-        torch.arange(batch, dtype=index_dtype, device=device).view(batch, 1, 1, 1, 1) * geometry.rows_per_batch
-    )
-    batch_head = batch_head + torch.arange(heads, dtype=index_dtype, device=device).view(1, 1, heads, 1, 1)
-    rows = (corner.to(index_dtype) * strides).sum(-1) + (bases + batch_head)
-    rows = rows.to(torch.int32 if num_rows < 2**31 else torch.int64).view(batch * queries * heads, levels * points)
-    corner_offsets = torch.tensor([c for _, _, c in geometry.level_rows], dtype=rows.dtype, device=device)
-    corner_offsets = corner_offsets.view(levels, 1, 4).expand(levels, points, 4).reshape(levels * points, 4)
-
-    # corner weights (y0x0, y0x1, y1x0, y1x1), with the attention weight folded in
-    linear = torch.stack((1 - fraction, fraction), dim=-1)  # [..., (x, y), (low, high)]
-    weight_y = linear[..., 1, :] * attention_weights.to(compute_dtype).unsqueeze(-1)
-    weights = (weight_y.unsqueeze(-1) * linear[..., 0, :].unsqueeze(-2)).view(
-        batch * queries * heads, levels * points, 4
-    )
-
-    table_rows = table.view(num_rows, head_dim)
-    needs_grad = torch.is_grad_enabled() and (table_rows.requires_grad or weights.requires_grad)
-    if needs_grad and not _is_tracing():
-        output = _BilinearRowGather.apply(table_rows, rows, corner_offsets, weights, geometry, batch)
+    if not _is_tracing():
+        output = _DeformableAttentionFunction.apply(value_c, locations_c, weights_c, shapes)
     else:
-        indices = (rows.unsqueeze(-1) + corner_offsets).view(batch * queries * heads, levels * points * 4)
-        output = F.embedding_bag(indices, table_rows, per_sample_weights=weights.view(indices.shape), mode="sum")
-    return output.view(batch, queries, heads * head_dim).to(value.dtype)
+        # traceable composition (autograd differentiates it; no data-dependent shapes)
+        geometry = _table_geometry(list(shapes), heads)
+        table_rows = _padded_value_table(value_c, list(shapes)).reshape(-1, head_dim)
+        plan = _sampling_plan(locations_c, weights_c, list(shapes), geometry, heads)
+        output = _gather(table_rows, plan).view(batch, queries, heads * head_dim)
+    return output.to(value.dtype)
 
 
 # ---------------------------------------------------------------------------------------------------------------

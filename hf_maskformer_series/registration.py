@@ -35,8 +35,33 @@ def _register_image_processor(config_class, processor_class) -> None:
     AutoImageProcessor.register(config_class, image_processor_classes={"torchvision": processor_class}, exist_ok=True)
 
 
+def _carry_code_in_checkpoints() -> None:
+    """Make `save_pretrained` copy the model and processor code into the folder and write `auto_map`, so a saved
+    folder loads with `trust_remote_code=True` where this package is not installed."""
+    for config_class in (SeriesMask2FormerConfig, SeriesMaskFormerConfig, SeriesVideoMask2FormerConfig):
+        config_class.register_for_auto_class("AutoConfig")
+    for model_class in (SeriesMask2FormerForUniversalSegmentation, SeriesMaskFormerForInstanceSegmentation,
+                        SeriesVideoMask2FormerForVideoInstanceSegmentation):
+        model_class.register_for_auto_class("AutoModelForUniversalSegmentation")
+    SeriesMask2FormerImageProcessor.register_for_auto_class("AutoImageProcessor")
+    SeriesMaskFormerImageProcessor.register_for_auto_class("AutoImageProcessor")
+    SeriesVideoMask2FormerVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+
+
+def _declare_for_image_segmentation_pipeline() -> None:
+    """`pipeline("image-segmentation")` checks model classes against transformers' static name tables, which
+    `register` does not extend; without this it logs that our models are "not supported" (they work)."""
+    from transformers.models.auto import modeling_auto
+
+    names = modeling_auto.MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES
+    names.setdefault(SeriesMask2FormerConfig.model_type, SeriesMask2FormerForUniversalSegmentation.__name__)
+    names.setdefault(SeriesMaskFormerConfig.model_type, SeriesMaskFormerForInstanceSegmentation.__name__)
+
+
 def register_auto_classes() -> None:
     """Register configs, models and processors of every family (safe to call more than once)."""
+    _carry_code_in_checkpoints()
+    _declare_for_image_segmentation_pipeline()
     AutoConfig.register(SeriesMask2FormerConfig.model_type, SeriesMask2FormerConfig, exist_ok=True)
     _register(AutoModel, SeriesMask2FormerConfig, SeriesMask2FormerModel)
     _register(AutoModelForUniversalSegmentation, SeriesMask2FormerConfig, SeriesMask2FormerForUniversalSegmentation)
