@@ -15,9 +15,14 @@ from transformers import initialization as init
 
 from .backbone import backbone_channels, backbone_feature_maps, build_backbone, freeze_batch_norm
 from .configuration_mask2former import SeriesMask2FormerConfig
-from .criterion import SetCriterion
 from .masked_attention_decoder import MaskedAttentionDecoderLayer, MaskedAttentionTransformerModule
-from .matcher import HungarianMatcher
+from .modeling_common import (
+    base_output_fields,
+    build_criterion,
+    predictions_and_loss,
+    segmentation_model_output,
+    wants_auxiliary_logits,
+)
 from .modeling_outputs import (
     SeriesSegmentationModelOutput,
     SeriesUniversalSegmentationOutput,
@@ -159,18 +164,17 @@ class SeriesMask2FormerModel(SeriesMask2FormerPreTrainedModel):
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
         )
-        output = SeriesSegmentationModelOutput(
-            encoder_last_hidden_state=features[-1],
-            pixel_decoder_last_hidden_state=pixel_decoder_output.mask_features,
-            transformer_decoder_last_hidden_state=decoder_output.last_hidden_state,
-            transformer_decoder_intermediate_states=tuple(decoder_output.intermediate_hidden_states),
-            masks_queries_logits=tuple(decoder_output.masks_queries_logits),
-            encoder_hidden_states=tuple(features) if output_hidden_states else None,
-            pixel_decoder_hidden_states=tuple(pixel_decoder_output.multi_scale_features)
-            if output_hidden_states
-            else None,
-            transformer_decoder_hidden_states=tuple(decoder_output.hidden_states) if output_hidden_states else None,
-            attentions=tuple(decoder_output.attentions) if output_attentions else None,
+        output = segmentation_model_output(
+            features,
+            pixel_decoder_output.mask_features,
+            pixel_decoder_output.multi_scale_features,
+            decoder_output.last_hidden_state,
+            decoder_output.intermediate_hidden_states,
+            decoder_output.masks_queries_logits,
+            decoder_output.hidden_states,
+            decoder_output.attentions,
+            output_hidden_states,
+            output_attentions,
         )
         return output if return_dict else output.to_tuple()
 
@@ -182,22 +186,9 @@ class SeriesMask2FormerForUniversalSegmentation(SeriesMask2FormerPreTrainedModel
         super().__init__(config)
         self.model = SeriesMask2FormerModel(config)
         self.class_predictor = nn.Linear(config.hidden_dim, config.num_labels + 1)
-        matcher = HungarianMatcher(
-            cost_class=config.class_weight,
-            cost_mask=config.mask_weight,
-            cost_dice=config.dice_weight,
+        self.criterion = build_criterion(
+            config, class_weight=config.class_weight, cost_class=config.class_weight,
             num_points=config.train_num_points,
-        )
-        self.criterion = SetCriterion(
-            num_labels=config.num_labels,
-            matcher=matcher,
-            class_weight=config.class_weight,
-            mask_weight=config.mask_weight,
-            dice_weight=config.dice_weight,
-            no_object_weight=config.no_object_weight,
-            num_points=config.train_num_points,
-            oversample_ratio=config.oversample_ratio,
-            importance_sample_ratio=config.importance_sample_ratio,
         )
         self.post_init()
 
@@ -225,10 +216,7 @@ class SeriesMask2FormerForUniversalSegmentation(SeriesMask2FormerPreTrainedModel
             `SeriesUniversalSegmentationOutput`; `loss` when targets are given.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        if (mask_labels is None) != (class_labels is None):
-            raise ValueError("mask_labels and class_labels must be given together")
-        if mask_labels is not None:
-            validate_targets(mask_labels, class_labels, pixel_values, self.config.num_labels)
+        validate_targets(mask_labels, class_labels, pixel_values, self.config.num_labels)
         outputs = self.model(
             pixel_values,
             pixel_mask=pixel_mask,
@@ -237,39 +225,13 @@ class SeriesMask2FormerForUniversalSegmentation(SeriesMask2FormerPreTrainedModel
             return_dict=True,
         )
         class_logits = [self.class_predictor(states) for states in outputs.transformer_decoder_intermediate_states]
-        mask_logits = outputs.masks_queries_logits
-        auxiliary_logits = [
-            {"class_queries_logits": classes, "masks_queries_logits": masks}
-            for classes, masks in zip(class_logits[:-1], mask_logits[:-1])
-        ]
-        loss = loss_dict = None
-        if mask_labels is not None:
-            loss_dict = self.criterion(
-                class_logits[-1],
-                mask_logits[-1],
-                mask_labels,
-                class_labels,
-                auxiliary_logits if self.config.use_auxiliary_loss else None,
-            )
-            loss = self.criterion.weighted_sum(loss_dict)
-        if output_auxiliary_logits is None:
-            output_auxiliary_logits = self.config.output_auxiliary_logits
-        if output_auxiliary_logits is None:
-            output_auxiliary_logits = self.config.use_auxiliary_loss
         output = SeriesUniversalSegmentationOutput(
-            loss=loss,
-            loss_dict=loss_dict,
-            class_queries_logits=class_logits[-1],
-            masks_queries_logits=mask_logits[-1],
-            auxiliary_logits=auxiliary_logits if output_auxiliary_logits else None,
+            **predictions_and_loss(
+                self.criterion, self.config, class_logits, outputs.masks_queries_logits, mask_labels, class_labels,
+                wants_auxiliary_logits(self.config, output_auxiliary_logits),
+            ),
             image_sizes=image_sizes_from_pixel_mask(pixel_mask, pixel_values),
             padded_image_size=torch.tensor(pixel_values.shape[-2:], device=pixel_values.device),
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-            pixel_decoder_last_hidden_state=outputs.pixel_decoder_last_hidden_state,
-            transformer_decoder_last_hidden_state=outputs.transformer_decoder_last_hidden_state,
-            encoder_hidden_states=outputs.encoder_hidden_states,
-            pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
-            transformer_decoder_hidden_states=outputs.transformer_decoder_hidden_states,
-            attentions=outputs.attentions,
+            **base_output_fields(outputs),
         )
         return output if return_dict else output.to_tuple()

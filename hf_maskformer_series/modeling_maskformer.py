@@ -22,7 +22,13 @@ from .criterion import SetCriterion
 from .detr_decoder import DetrDecoderLayer, DetrTransformerModule
 from .fpn_pixel_decoder import DetrEncoderLayer, FPNPixelDecoder, TransformerEncoderPixelDecoder
 from .heads import MLP, predict_masks
-from .matcher import HungarianMatcher
+from .modeling_common import (
+    base_output_fields,
+    build_criterion,
+    predictions_and_loss,
+    segmentation_model_output,
+    wants_auxiliary_logits,
+)
 from .modeling_outputs import (
     SeriesSegmentationModelOutput,
     SeriesUniversalSegmentationOutput,
@@ -163,15 +169,17 @@ class SeriesMaskFormerModel(SeriesMaskFormerPreTrainedModel):
         validate_pixel_values(pixel_values, getattr(self.config.backbone_config, "num_channels", 3))
         features, pixel_decoder_output = self.pixel_level_module(pixel_values)
         decoder_output = self.transformer_module(pixel_decoder_output.transformer_features, output_attentions)
-        output = SeriesSegmentationModelOutput(
-            encoder_last_hidden_state=features[-1],
-            pixel_decoder_last_hidden_state=pixel_decoder_output.mask_features,
-            transformer_decoder_last_hidden_state=decoder_output.last_hidden_state,
-            transformer_decoder_intermediate_states=tuple(decoder_output.intermediate_states),
-            encoder_hidden_states=tuple(features) if output_hidden_states else None,
-            pixel_decoder_hidden_states=tuple(pixel_decoder_output.fpn_features) if output_hidden_states else None,
-            transformer_decoder_hidden_states=tuple(decoder_output.hidden_states) if output_hidden_states else None,
-            attentions=tuple(decoder_output.attentions) if output_attentions else None,
+        output = segmentation_model_output(
+            features,
+            pixel_decoder_output.mask_features,
+            pixel_decoder_output.fpn_features,
+            decoder_output.last_hidden_state,
+            decoder_output.intermediate_states,
+            None,
+            decoder_output.hidden_states,
+            decoder_output.attentions,
+            output_hidden_states,
+            output_attentions,
         )
         return output if return_dict else output.to_tuple()
 
@@ -185,19 +193,9 @@ class SeriesMaskFormerForInstanceSegmentation(SeriesMaskFormerPreTrainedModel):
         self.model = SeriesMaskFormerModel(config)
         self.class_predictor = nn.Linear(hidden_dim, config.num_labels + 1)
         self.mask_embedder = MLP(hidden_dim, hidden_dim, config.mask_feature_size, num_layers=3)
-        matcher = HungarianMatcher(
-            cost_class=1.0, cost_mask=config.mask_weight, cost_dice=config.dice_weight, num_points=None,
-            mask_cost="focal",
-        )
-        self.criterion = SetCriterion(
-            num_labels=config.num_labels,
-            matcher=matcher,
-            class_weight=config.cross_entropy_weight,
-            mask_weight=config.mask_weight,
-            dice_weight=config.dice_weight,
-            no_object_weight=config.no_object_weight,
-            mask_loss="focal",
-        )
+        # MaskFormer: full-resolution sigmoid focal + dice, class matching cost 1
+        self.criterion = build_criterion(config, class_weight=config.cross_entropy_weight, cost_class=1.0,
+                                         mask_loss="focal")
         self.post_init()
 
     def _predict(self, states: torch.Tensor, mask_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,14 +228,8 @@ class SeriesMaskFormerForInstanceSegmentation(SeriesMaskFormerPreTrainedModel):
             `masks_queries_logits [batch, queries, H/4, W/4]`; `loss` when targets are given.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        if (mask_labels is None) != (class_labels is None):
-            raise ValueError("mask_labels and class_labels must be given together")
-        if mask_labels is not None:
-            validate_targets(mask_labels, class_labels, pixel_values, self.config.num_labels)
-        if output_auxiliary_logits is None:
-            output_auxiliary_logits = self.config.output_auxiliary_logits
-        if output_auxiliary_logits is None:
-            output_auxiliary_logits = self.config.use_auxiliary_loss
+        validate_targets(mask_labels, class_labels, pixel_values, self.config.num_labels)
+        output_auxiliary_logits = wants_auxiliary_logits(self.config, output_auxiliary_logits)
         outputs = self.model(
             pixel_values,
             pixel_mask=pixel_mask,
@@ -246,33 +238,17 @@ class SeriesMaskFormerForInstanceSegmentation(SeriesMaskFormerPreTrainedModel):
             return_dict=True,
         )
         mask_features = outputs.pixel_decoder_last_hidden_state
-        class_logits, mask_logits = self._predict(outputs.transformer_decoder_last_hidden_state, mask_features)
-        auxiliary_logits = []
-        use_auxiliary_loss = mask_labels is not None and self.config.use_auxiliary_loss
-        if output_auxiliary_logits or use_auxiliary_loss:
-            for states in outputs.transformer_decoder_intermediate_states[:-1]:
-                classes, masks = self._predict(states, mask_features)
-                auxiliary_logits.append({"class_queries_logits": classes, "masks_queries_logits": masks})
-        loss = loss_dict = None
-        if mask_labels is not None:
-            loss_dict = self.criterion(
-                class_logits, mask_logits, mask_labels, class_labels, auxiliary_logits if use_auxiliary_loss else None
-            )
-            loss = self.criterion.weighted_sum(loss_dict)
+        states = outputs.transformer_decoder_intermediate_states
+        if not (output_auxiliary_logits or (mask_labels is not None and self.config.use_auxiliary_loss)):
+            states = states[-1:]  # the earlier layers' predictions are not needed
+        predictions = [self._predict(layer_states, mask_features) for layer_states in states]
         output = SeriesUniversalSegmentationOutput(
-            loss=loss,
-            loss_dict=loss_dict,
-            class_queries_logits=class_logits,
-            masks_queries_logits=mask_logits,
-            auxiliary_logits=auxiliary_logits if output_auxiliary_logits else None,
+            **predictions_and_loss(
+                self.criterion, self.config, [classes for classes, _ in predictions],
+                [masks for _, masks in predictions], mask_labels, class_labels, output_auxiliary_logits,
+            ),
             image_sizes=image_sizes_from_pixel_mask(pixel_mask, pixel_values),
             padded_image_size=torch.tensor(pixel_values.shape[-2:], device=pixel_values.device),
-            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-            pixel_decoder_last_hidden_state=outputs.pixel_decoder_last_hidden_state,
-            transformer_decoder_last_hidden_state=outputs.transformer_decoder_last_hidden_state,
-            encoder_hidden_states=outputs.encoder_hidden_states,
-            pixel_decoder_hidden_states=outputs.pixel_decoder_hidden_states,
-            transformer_decoder_hidden_states=outputs.transformer_decoder_hidden_states,
-            attentions=outputs.attentions,
+            **base_output_fields(outputs),
         )
         return output if return_dict else output.to_tuple()

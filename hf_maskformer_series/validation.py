@@ -20,9 +20,9 @@ def validate_pixel_values(pixel_values: torch.Tensor, num_channels: int = 3, vid
         )
 
 
-def validate_targets(mask_labels: list[torch.Tensor], class_labels: list[torch.Tensor], pixel_values: torch.Tensor,
-                     num_labels: int, video: bool = False) -> None:
-    """Check training targets against the batch and the label set.
+def validate_targets(mask_labels: list[torch.Tensor] | None, class_labels: list[torch.Tensor] | None,
+                     pixel_values: torch.Tensor, num_labels: int, video: bool = False) -> None:
+    """Check training targets against the batch and the label set (no targets at all is fine: inference).
 
     Args:
         mask_labels: per image `[targets, H, W]` (videos: `[targets, frames, H, W]`).
@@ -30,6 +30,10 @@ def validate_targets(mask_labels: list[torch.Tensor], class_labels: list[torch.T
         pixel_values: the batch the targets belong to.
         num_labels: number of classes; valid ids are `0 .. num_labels - 1`.
     """
+    if mask_labels is None and class_labels is None:
+        return
+    if (mask_labels is None) != (class_labels is None):
+        raise ValueError("mask_labels and class_labels must be given together")
     batch = pixel_values.shape[0]
     if len(mask_labels) != batch or len(class_labels) != batch:
         raise ValueError(
@@ -44,6 +48,10 @@ def validate_targets(mask_labels: list[torch.Tensor], class_labels: list[torch.T
         expected_dims = 4 if video else 3
         if masks.dim() != expected_dims:
             raise ValueError(f"image {index}: mask_labels must have {expected_dims} dims, got {tuple(masks.shape)}")
+        if video and masks.shape[1] != pixel_values.shape[1]:
+            raise ValueError(
+                f"video {index}: mask_labels have {masks.shape[1]} frames but the video has {pixel_values.shape[1]}"
+            )
         if tuple(masks.shape[-2:]) != image_size:
             raise ValueError(
                 f"image {index}: masks are {tuple(masks.shape[-2:])} but the (padded) image is {image_size}; "

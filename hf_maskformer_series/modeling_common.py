@@ -1,0 +1,137 @@
+"""PreTrainedModel glue shared by the three head models: criterion construction, auxiliary predictions, loss,
+and the assembly of the output dataclasses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .criterion import SetCriterion
+from .matcher import HungarianMatcher
+from .modeling_outputs import SeriesSegmentationModelOutput
+
+
+def build_criterion(config: Any, *, class_weight: float, cost_class: float, mask_loss: str = "point_sigmoid_ce",
+                    num_points: int | None = None) -> SetCriterion:
+    """The Hungarian matcher and set criterion from a config's loss settings.
+
+    Args:
+        config: a model config (`num_labels`, `mask_weight`, `dice_weight`, `no_object_weight`, point settings).
+        class_weight: weight of the classification loss.
+        cost_class: weight of the classification matching cost.
+        mask_loss: "point_sigmoid_ce" (Mask2Former, point-sampled) or "focal" (MaskFormer, full masks).
+        num_points: points for matching and mask losses (None: full masks).
+    """
+    matcher = HungarianMatcher(
+        cost_class=cost_class,
+        cost_mask=config.mask_weight,
+        cost_dice=config.dice_weight,
+        num_points=num_points,
+        mask_cost="focal" if mask_loss == "focal" else "sigmoid_ce",
+    )
+    point_settings = {}
+    if num_points is not None:
+        point_settings = dict(num_points=num_points, oversample_ratio=config.oversample_ratio,
+                              importance_sample_ratio=config.importance_sample_ratio)
+    return SetCriterion(
+        num_labels=config.num_labels,
+        matcher=matcher,
+        class_weight=class_weight,
+        mask_weight=config.mask_weight,
+        dice_weight=config.dice_weight,
+        no_object_weight=config.no_object_weight,
+        mask_loss=mask_loss,
+        **point_settings,
+    )
+
+
+def wants_auxiliary_logits(config: Any, output_auxiliary_logits: bool | None) -> bool:
+    """The call's choice, else the config's `output_auxiliary_logits`, else `use_auxiliary_loss`."""
+    if output_auxiliary_logits is not None:
+        return output_auxiliary_logits
+    if config.output_auxiliary_logits is not None:
+        return config.output_auxiliary_logits
+    return config.use_auxiliary_loss
+
+
+def predictions_and_loss(
+    criterion: SetCriterion,
+    config: Any,
+    class_logits: list[torch.Tensor],
+    mask_logits: list[torch.Tensor],
+    mask_labels: list[torch.Tensor] | None,
+    class_labels: list[torch.Tensor] | None,
+    output_auxiliary_logits: bool,
+) -> dict[str, Any]:
+    """Final predictions, auxiliary predictions and the loss from per-layer predictions.
+
+    Args:
+        class_logits: per prediction step `[batch, queries, num_labels + 1]`, last = final.
+        mask_logits: per prediction step `[batch, queries, (frames,) H/4, W/4]`.
+        mask_labels, class_labels: training targets (or None).
+        output_auxiliary_logits: return the earlier steps' predictions.
+
+    Returns:
+        The `loss`, `loss_dict`, `class_queries_logits`, `masks_queries_logits` and `auxiliary_logits` fields.
+    """
+    auxiliary_logits = [
+        {"class_queries_logits": classes, "masks_queries_logits": masks}
+        for classes, masks in zip(class_logits[:-1], mask_logits[:-1])
+    ]
+    loss = loss_dict = None
+    if mask_labels is not None:
+        loss_dict = criterion(
+            class_logits[-1],
+            mask_logits[-1],
+            mask_labels,
+            class_labels,
+            auxiliary_logits if config.use_auxiliary_loss else None,
+        )
+        loss = criterion.weighted_sum(loss_dict)
+    return {
+        "loss": loss,
+        "loss_dict": loss_dict,
+        "class_queries_logits": class_logits[-1],
+        "masks_queries_logits": mask_logits[-1],
+        "auxiliary_logits": auxiliary_logits if output_auxiliary_logits else None,
+    }
+
+
+def base_output_fields(outputs: SeriesSegmentationModelOutput) -> dict[str, Any]:
+    """The base model's fields that the head models pass through unchanged."""
+    return {
+        "encoder_last_hidden_state": outputs.encoder_last_hidden_state,
+        "pixel_decoder_last_hidden_state": outputs.pixel_decoder_last_hidden_state,
+        "transformer_decoder_last_hidden_state": outputs.transformer_decoder_last_hidden_state,
+        "encoder_hidden_states": outputs.encoder_hidden_states,
+        "pixel_decoder_hidden_states": outputs.pixel_decoder_hidden_states,
+        "transformer_decoder_hidden_states": outputs.transformer_decoder_hidden_states,
+        "attentions": outputs.attentions,
+    }
+
+
+def segmentation_model_output(
+    features: list[torch.Tensor],
+    mask_features: torch.Tensor,
+    pixel_decoder_maps: list[torch.Tensor],
+    last_hidden_state: torch.Tensor,
+    intermediate_states: list[torch.Tensor],
+    masks_queries_logits: list[torch.Tensor] | None,
+    hidden_states: list[torch.Tensor] | None,
+    attentions: list | None,
+    output_hidden_states: bool,
+    output_attentions: bool,
+) -> SeriesSegmentationModelOutput:
+    """Assemble a base model's output (hidden states only when requested)."""
+    return SeriesSegmentationModelOutput(
+        encoder_last_hidden_state=features[-1],
+        pixel_decoder_last_hidden_state=mask_features,
+        transformer_decoder_last_hidden_state=last_hidden_state,
+        transformer_decoder_intermediate_states=tuple(intermediate_states),
+        masks_queries_logits=tuple(masks_queries_logits) if masks_queries_logits is not None else None,
+        encoder_hidden_states=tuple(features) if output_hidden_states else None,
+        pixel_decoder_hidden_states=tuple(pixel_decoder_maps) if output_hidden_states else None,
+        transformer_decoder_hidden_states=tuple(hidden_states) if output_hidden_states and hidden_states else None,
+        attentions=tuple(attentions) if output_attentions and attentions is not None else None,
+    )
