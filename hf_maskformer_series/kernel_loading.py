@@ -179,16 +179,17 @@ def _load_kernel(repository: Any, device_type: str, probe: bool) -> tuple[HubKer
     return kernel, f"{key} on {device_type}", False
 
 
-def _set_path(model: nn.Module, path: str, reason: str, level: int) -> str:
-    """Record the decision on the model; log one line when the path or its reason changed."""
+def _announce(layers: list[nn.Module], path: str, reason: str, level: int) -> None:
+    """Log one line when the layers' path or its reason changed (a model nested in another logs nothing new)."""
     decision = (path, reason)
-    if model.__dict__.get("_msda_kernel_decision") != decision:
-        model.__dict__["_msda_kernel_decision"] = decision
-        if path == PATH_KERNEL:
-            logger.log(level, "Multi-scale deformable attention: using the Hub kernel %s.", reason)
-        else:
-            logger.log(level, "Multi-scale deformable attention: using the PyTorch fallback (%s).", reason)
-    return path
+    if all(layer.__dict__.get("_msda_kernel_decision") == decision for layer in layers):
+        return
+    for layer in layers:
+        layer.__dict__["_msda_kernel_decision"] = decision
+    if path == PATH_KERNEL:
+        logger.log(level, "Multi-scale deformable attention: using the Hub kernel %s.", reason)
+    else:
+        logger.log(level, "Multi-scale deformable attention: using the PyTorch fallback (%s).", reason)
 
 
 def maybe_kernelize(
@@ -248,7 +249,7 @@ def maybe_kernelize(
     for layer in layers:
         layer._hub_kernel_key = kernel.key if kernel is not None else None
     path = PATH_KERNEL if kernel is not None else PATH_FALLBACK
-    _set_path(model, path, reason, level)
+    _announce(layers, path, reason, level)
     model.__dict__["_msda_kernel_state"] = (state, path)
     return path
 

@@ -65,6 +65,38 @@ class SeriesMask2FormerPixelLevelModule(nn.Module):
         return features, self.decoder(features, output_hidden_states=output_hidden_states)
 
 
+def run_mask2former(
+    pixel_level_module: SeriesMask2FormerPixelLevelModule,
+    transformer_module: MaskedAttentionTransformerModule,
+    frames: torch.Tensor,
+    num_frames: int,
+    output_hidden_states: bool,
+    output_attentions: bool,
+) -> SeriesSegmentationModelOutput:
+    """Backbone → pixel decoder → masked-attention decoder on `frames [batch * num_frames, 3, H, W]` (images:
+    `num_frames=1`; videos: the frames of a video are consecutive and decoded jointly)."""
+    features, pixel_decoder_output = pixel_level_module(frames, output_hidden_states)
+    decoder_output = transformer_module(
+        pixel_decoder_output.multi_scale_features,
+        pixel_decoder_output.mask_features,
+        num_frames=num_frames,
+        output_hidden_states=output_hidden_states,
+        output_attentions=output_attentions,
+    )
+    return segmentation_model_output(
+        features,
+        pixel_decoder_output.mask_features,
+        pixel_decoder_output.multi_scale_features,
+        decoder_output.last_hidden_state,
+        decoder_output.intermediate_hidden_states,
+        decoder_output.masks_queries_logits,
+        decoder_output.hidden_states,
+        decoder_output.attentions,
+        output_hidden_states,
+        output_attentions,
+    )
+
+
 class SeriesMask2FormerPreTrainedModel(PreTrainedModel):
     config_class = SeriesMask2FormerConfig
     config: SeriesMask2FormerConfig
@@ -157,24 +189,8 @@ class SeriesMask2FormerModel(SeriesMask2FormerPreTrainedModel):
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
         validate_pixel_values(pixel_values, getattr(self.config.backbone_config, "num_channels", 3))
-        features, pixel_decoder_output = self.pixel_level_module(pixel_values, output_hidden_states)
-        decoder_output = self.transformer_module(
-            pixel_decoder_output.multi_scale_features,
-            pixel_decoder_output.mask_features,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-        )
-        output = segmentation_model_output(
-            features,
-            pixel_decoder_output.mask_features,
-            pixel_decoder_output.multi_scale_features,
-            decoder_output.last_hidden_state,
-            decoder_output.intermediate_hidden_states,
-            decoder_output.masks_queries_logits,
-            decoder_output.hidden_states,
-            decoder_output.attentions,
-            output_hidden_states,
-            output_attentions,
+        output = run_mask2former(
+            self.pixel_level_module, self.transformer_module, pixel_values, 1, output_hidden_states, output_attentions
         )
         return output if return_dict else output.to_tuple()
 

@@ -19,10 +19,13 @@ from .modeling_common import (
     base_output_fields,
     build_criterion,
     predictions_and_loss,
-    segmentation_model_output,
     wants_auxiliary_logits,
 )
-from .modeling_mask2former import SeriesMask2FormerPixelLevelModule, SeriesMask2FormerPreTrainedModel
+from .modeling_mask2former import (
+    SeriesMask2FormerPixelLevelModule,
+    SeriesMask2FormerPreTrainedModel,
+    run_mask2former,
+)
 from .modeling_outputs import (
     SeriesSegmentationModelOutput,
     SeriesUniversalSegmentationOutput,
@@ -119,25 +122,8 @@ class SeriesVideoMask2FormerModel(SeriesVideoMask2FormerPreTrainedModel):
         if num_frames < 1:
             raise ValueError(f"pixel_values_videos has no frames: shape {tuple(pixel_values_videos.shape)}")
         frames = pixel_values_videos.flatten(0, 1)  # video-major: v0f0, v0f1, ..., v1f0, ...
-        features, pixel_decoder_output = self.pixel_level_module(frames, output_hidden_states)
-        decoder_output = self.transformer_module(
-            pixel_decoder_output.multi_scale_features,
-            pixel_decoder_output.mask_features,
-            num_frames=num_frames,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-        )
-        output = segmentation_model_output(
-            features,
-            pixel_decoder_output.mask_features,
-            pixel_decoder_output.multi_scale_features,
-            decoder_output.last_hidden_state,
-            decoder_output.intermediate_hidden_states,
-            decoder_output.masks_queries_logits,
-            decoder_output.hidden_states,
-            decoder_output.attentions,
-            output_hidden_states,
-            output_attentions,
+        output = run_mask2former(
+            self.pixel_level_module, self.transformer_module, frames, num_frames, output_hidden_states, output_attentions
         )
         return output if return_dict else output.to_tuple()
 
