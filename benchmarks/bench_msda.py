@@ -14,6 +14,7 @@ within 1e-5 relative to their largest entry. Reported times are medians after wa
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -114,7 +115,8 @@ def main() -> None:
     if args.device == "cuda":
         device_name = torch.cuda.get_device_name()
     print(f"device: {args.device} ({device_name}), threads: {torch.get_num_threads()}, dtype: {args.dtype}, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}")
+          f"torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}, "
+          f"load average before the run: {os.getloadavg()[0]:.1f}")
     print(f"locations: {'uniform' if args.uniform else f'reference point + N(0, {args.spread} px)'}; "
           f"median of {args.repeats} interleaved runs after {args.warmup} warm-up runs\n")
     print("| batch | pass | transformers (ms) | ours (ms) | speed-up | max abs diff (out) | max rel diff (grads) |")

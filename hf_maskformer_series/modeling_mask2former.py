@@ -15,6 +15,7 @@ from transformers import initialization as init
 
 from .backbone import backbone_channels, backbone_feature_maps, build_backbone, freeze_batch_norm
 from .configuration_mask2former import SeriesMask2FormerConfig
+from .kernel_loading import HubKernelsMixin, kernel_forward_pre_hook
 from .masked_attention_decoder import MaskedAttentionDecoderLayer, MaskedAttentionTransformerModule
 from .modeling_common import (
     base_output_fields,
@@ -97,13 +98,18 @@ def run_mask2former(
     )
 
 
-class SeriesMask2FormerPreTrainedModel(PreTrainedModel):
+class SeriesMask2FormerPreTrainedModel(HubKernelsMixin, PreTrainedModel):
     config_class = SeriesMask2FormerConfig
     config: SeriesMask2FormerConfig
     base_model_prefix = "model"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["MaskedAttentionDecoderLayer"]
+
+    def post_init(self) -> None:
+        super().post_init()
+        # before each forward: use the Hub deformable-attention kernel on CUDA unless turned off (kernel_loading.py)
+        self.register_forward_pre_hook(kernel_forward_pre_hook)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialisation of the original implementation (only touches parameters not loaded from a checkpoint)."""

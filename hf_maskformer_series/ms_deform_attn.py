@@ -174,6 +174,7 @@ def _sampling_plan(
     """
     batch, queries, _, levels, points, _ = sampling_locations.shape
     dtype, device = sampling_locations.dtype, sampling_locations.device
+    sampling_locations, attention_weights = sampling_locations.contiguous(), attention_weights.contiguous()
     num_rows = batch * geometry.rows_per_batch
     # table rows as floats stay exact below 2**24 in float32
     index_dtype = dtype if num_rows < 2**24 or dtype == torch.float64 else torch.float64

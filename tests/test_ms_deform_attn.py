@@ -483,8 +483,20 @@ def test_switching_the_kernel_off_and_on_again(working_kernel):
     assert kernel_calls(kernel_id) == [2, 2]
 
 
-def test_forward_pre_hook_decides_once(working_kernel, monkeypatch, caplog):
-    model = TinyModel()
+def test_forward_pre_hook_decides_once_for_nested_models(caplog):
+    """A model with the hook inside another one with the hook (as a task model wraps its base model)."""
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = SimpleNamespace(use_kernels=True)
+            self.model = TinyModel()
+            self.model.register_forward_pre_hook(kernel_forward_pre_hook)
+
+        def forward(self, *args):
+            return self.model(*args)
+
+    model = Outer()
     model.register_forward_pre_hook(kernel_forward_pre_hook)
     case = random_case(seed=13)
     with caplog.at_level(logging.INFO, logger=LOGGER):
