@@ -114,6 +114,14 @@ def _check_label_range(labels: torch.Tensor, num_labels: int | None, source: str
         )
 
 
+def _present_values(label_map: torch.Tensor) -> torch.Tensor:
+    """Sorted distinct values of an integer map (a histogram for small non-negative ids, faster than `unique`)."""
+    flat = label_map.flatten()
+    if flat.numel() and 0 <= int(flat.min()) and int(flat.max()) < 65536:
+        return torch.bincount(flat).nonzero().flatten()
+    return torch.unique(flat)
+
+
 def encode_segmentation_targets(
     label_map: torch.Tensor,
     instance_id_to_semantic_id: Mapping[int, int] | None = None,
@@ -147,7 +155,7 @@ def encode_segmentation_targets(
     device = label_map.device
 
     if segments_info is not None:
-        segment_ids = torch.unique(label_map)
+        segment_ids = _present_values(label_map)
         segment_ids = segment_ids[segment_ids != 0]  # 0 = void / unlabelled in COCO panoptic
         by_id = {}
         for segment in segments_info:
@@ -180,7 +188,7 @@ def encode_segmentation_targets(
 
     if do_reduce_labels:
         label_map = _reduce_labels(label_map, ignore_index)
-    values = torch.unique(label_map)
+    values = _present_values(label_map)
     if ignore_index is not None:
         values = values[values != ignore_index]
     masks = label_map.unsqueeze(0) == values.view(-1, 1, 1)
@@ -446,6 +454,7 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
     def _resize_label_map(label_map: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
         if tuple(label_map.shape) == new_size:
             return label_map
+        # nearest resizing of integer ids: float64 keeps panoptic ids (up to 256^3) exact
         resized = F.interpolate(label_map[None, None].double(), size=new_size, mode="nearest-exact")
         return resized[0, 0].long()
 
@@ -719,6 +728,10 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
             class_scores, labels, query_indices = select_top_k_query_classes(
                 class_logits[index], top_k, label_ids_to_fuse
             )
+            # exact early exit: the final score (class prob × mean mask prob ≤ 1) never exceeds the class prob,
+            # so pairs below the threshold need no mask upsampling
+            candidates = class_scores >= threshold
+            class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
             unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
             logits = upsample_crop_resize(mask_logits[index][unique_queries], padded, crop, output_size)
             unique_binary, unique_mask_scores = instance_scores_from_selection(
