@@ -133,7 +133,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     model.add_argument("--train_num_points", type=int, default=None, help="Override the preset's loss points.")
 
     recipe = parser.add_argument_group("recipe (the paper's, with the tiny model's deviations as defaults)")
-    recipe.add_argument("--max_train_steps", type=int, default=3000, help="Optimizer steps.")
+    recipe.add_argument("--max_train_steps", type=int, default=600,
+                        help="Optimizer steps (600 x 8 images: ~19 epochs of the synthetic train split).")
     recipe.add_argument("--per_device_train_batch_size", type=int, default=8)
     recipe.add_argument("--per_device_eval_batch_size", type=int, default=8)
     recipe.add_argument("--gradient_accumulation_steps", type=int, default=1)
@@ -145,7 +146,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                         help="Backbone learning rate = learning_rate x this (paper: 0.1).")
     recipe.add_argument("--adam_beta1", type=float, default=0.9)
     recipe.add_argument("--adam_beta2", type=float, default=0.999)
-    recipe.add_argument("--warmup_steps", type=int, default=100, help="Linear warm-up steps before the poly decay.")
+    recipe.add_argument("--adam_epsilon", type=float, default=1e-8)
+    recipe.add_argument("--warmup_steps", type=int, default=50, help="Linear warm-up steps before the poly decay.")
     recipe.add_argument("--poly_power", type=float, default=0.9)
     recipe.add_argument("--max_grad_norm", type=float, default=0.01,
                         help="Gradient clipping on the full-model norm (the original's CLIP_TYPE full_model, 0.01); "
@@ -158,16 +160,20 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     recipe.add_argument("--max_scale", type=float, default=None, help="Default: 1.25 (resize_crop), 2.0 (lsj).")
     recipe.add_argument("--no_flip", action="store_true", help="Disable random horizontal flips.")
     recipe.add_argument("--eval_size", type=int, default=None,
-                        help="Shortest edge of the evaluation resize (default: crop_size); the longest edge is capped "
-                        "at eval_size x 1333 / 800.")
+                        help="Shortest edge of the evaluation resize (default: crop_size, or the checkpoint "
+                        "processor's size with --model_name_or_path); the longest edge is capped at "
+                        "eval_size x 1333 / 800.")
 
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default=spec.default_output_dir)
     run.add_argument("--seed", type=int, default=42)
+    run.add_argument("--cpu", action="store_true", help="Train on CPU even when a GPU is available.")
+    run.add_argument("--no_find_unused_parameters", action="store_true",
+                     help="DDP: do not search for parameters without gradient (faster when every parameter is used).")
     run.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
                      help="Default: the accelerate config's.")
     run.add_argument("--eval_steps", type=int, default=0, help="Evaluate every N steps (and always at the end).")
-    run.add_argument("--checkpointing_steps", type=int, default=500,
+    run.add_argument("--checkpointing_steps", type=int, default=200,
                      help="Write a checkpoint (accelerator.save_state, atomically) every N steps; 0 disables.")
     run.add_argument("--checkpoints_total_limit", type=int, default=2, help="Keep the newest N checkpoints.")
     run.add_argument("--resume_from_checkpoint", default=None,
@@ -194,13 +200,12 @@ def parse_args(task: str, argv: Sequence[str] | None = None) -> argparse.Namespa
     defaults = {"resize_crop": (0.8, 1.25), "lsj": (0.1, 2.0), "none": (1.0, 1.0)}[args.augmentation]
     args.min_scale = defaults[0] if args.min_scale is None else args.min_scale
     args.max_scale = defaults[1] if args.max_scale is None else args.max_scale
-    args.eval_size = args.crop_size if args.eval_size is None else args.eval_size
     if args.data_dir is not None and args.dataset_name is not None:
         parser.error("Give --data_dir or --dataset_name, not both.")
     if not 0 < args.min_scale <= args.max_scale:
         parser.error(f"Need 0 < min_scale <= max_scale; got {args.min_scale}, {args.max_scale}.")
     for name in ("max_train_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
-                 "gradient_accumulation_steps", "crop_size", "eval_size", "logging_steps"):
+                 "gradient_accumulation_steps", "crop_size", "logging_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1.")
     return args
@@ -502,21 +507,24 @@ def build_model_and_processor(args: argparse.Namespace, labels: LabelSet):
     id2label = labels.id2label
     label_kwargs = dict(id2label=id2label, label2id={v: k for k, v in id2label.items()}, num_labels=len(id2label))
     overrides = {k: getattr(args, k) for k in ("num_queries", "train_num_points") if getattr(args, k) is not None}
-    eval_size = args.eval_size
-    processor_kwargs = dict(size={"shortest_edge": eval_size, "longest_edge": int(round(eval_size * 1333 / 800))})
+    def eval_size_kwargs(size: int) -> dict:
+        return dict(size={"shortest_edge": size, "longest_edge": int(round(size * 1333 / 800))})
+
+    processor_kwargs = eval_size_kwargs(args.eval_size) if args.eval_size else {}
     if args.model_name_or_path:
-        config = SeriesMask2FormerConfig.from_pretrained(args.model_name_or_path, **label_kwargs, **overrides)
+        config = SeriesMask2FormerConfig.from_pretrained(args.model_name_or_path, **overrides)
+        config.id2label, config.label2id = label_kwargs["id2label"], label_kwargs["label2id"]  # sets num_labels
         model = SeriesMask2FormerForUniversalSegmentation.from_pretrained(
             args.model_name_or_path, config=config, ignore_mismatched_sizes=True
         )
         try:
             processor = SeriesMask2FormerImageProcessor.from_pretrained(args.model_name_or_path, **processor_kwargs)
         except OSError:
-            processor = SeriesMask2FormerImageProcessor(**processor_kwargs)
+            processor = SeriesMask2FormerImageProcessor(**(processor_kwargs or eval_size_kwargs(args.crop_size)))
     else:
         config = SeriesMask2FormerConfig(**preset_config_kwargs(args.preset, id2label, **overrides))
         model = SeriesMask2FormerForUniversalSegmentation(config)
-        processor = SeriesMask2FormerImageProcessor(**processor_kwargs)
+        processor = SeriesMask2FormerImageProcessor(**(processor_kwargs or eval_size_kwargs(args.crop_size)))
     return model, processor
 
 
@@ -651,7 +659,7 @@ def evaluate(model, processor, rows, task: str, labels: LabelSet, args: argparse
     batch_size = args.per_device_eval_batch_size
     for start in range(0, len(rows), batch_size):
         batch_rows = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
-        images = [np.asarray(row["image"].convert("RGB")) for row in batch_rows]
+        images = [np.array(row["image"].convert("RGB")) for row in batch_rows]
         inputs = processor(images=images, return_tensors="pt").to(device)
         outputs = model(pixel_values=inputs["pixel_values"], pixel_mask=inputs["pixel_mask"])
         sizes = [image.shape[:2] for image in images]
@@ -728,28 +736,23 @@ def evaluate(model, processor, rows, task: str, labels: LabelSet, args: argparse
 
 
 def coco_mask_ap(images: list[dict], annotations: list[dict], detections: list[dict], labels: LabelSet) -> dict:
-    """COCO mask AP with pycocotools' ``COCOeval`` (AP, AP50, AP75, APs, APm, APl, in %)."""
-    import contextlib
-    import io
+    """COCO mask AP (AP, AP50, AP75, APs, APm, APl, in %) with the package's metric (pycocotools' ``COCOeval``)."""
+    from hf_maskformer_series.metrics.mask_ap.mask_ap_core import compute_mask_ap
 
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    keys = ["map", "map_50", "map_75", "map_small", "map_medium", "map_large"]
-    if not detections:
-        return {key: 0.0 for key in keys}
-    ground_truth = COCO()
-    ground_truth.dataset = {"images": images, "annotations": annotations,
-                            "categories": [{"id": int(c["id"]), "name": str(c.get("name", c["id"]))}
-                                           for c in labels.categories]}
-    with contextlib.redirect_stdout(io.StringIO()):
-        ground_truth.createIndex()
-        predictions = ground_truth.loadRes(detections)
-        evaluator = COCOeval(ground_truth, predictions, iouType="segm")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return {key: float(max(value, 0.0)) * 100 for key, value in zip(keys, evaluator.stats[:6])}
+    position = {image["id"]: index for index, image in enumerate(images)}
+    references: list[list[dict]] = [[] for _ in images]
+    predictions: list[list[dict]] = [[] for _ in images]
+    for annotation in annotations:
+        references[position[annotation["image_id"]]].append(annotation)
+    for detection in detections:
+        predictions[position[detection["image_id"]]].append(detection)
+    report = compute_mask_ap(
+        predictions, references, categories=[int(c["id"]) for c in labels.categories],
+        image_sizes=[(image["height"], image["width"]) for image in images],
+    )
+    names = {"map": "AP", "map_50": "AP50", "map_75": "AP75", "map_small": "APs", "map_medium": "APm",
+             "map_large": "APl"}
+    return {key: 100 * max(float(report[name]), 0.0) for key, name in names.items()}
 
 
 def _segment_colors(segment_map: np.ndarray, segment_to_label: dict[int, int], labels: LabelSet) -> np.ndarray:
@@ -918,8 +921,14 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
         "global_step": int}``.
     """
     start_time = time.time()
-    ddp_kwargs = DistributedDataParallelKwargs(find_unused_parameters=False)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision,
+    # Some backbones hold parameters their feature maps never use (e.g. the final LayerNorm of transformers' Swin
+    # under SwinBackbone), which DDP rejects unless it looks for unused parameters.
+    ddp_kwargs = DistributedDataParallelKwargs(find_unused_parameters=not args.no_find_unused_parameters)
+    # Accelerate forms a gloo process group on CPU only when told to run on CPU: do so under torchrun on a machine
+    # without GPUs (`torchrun --nproc_per_node 2 examples/train_panoptic.py`)
+    launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
+    accelerator = Accelerator(cpu=args.cpu or (launched_distributed and not torch.cuda.is_available()),
+                              mixed_precision=args.mixed_precision,
                               gradient_accumulation_steps=args.gradient_accumulation_steps,
                               kwargs_handlers=[ddp_kwargs])
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
@@ -955,7 +964,7 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
     )
     optimizer = torch.optim.AdamW(
         parameter_groups(model, args.learning_rate, args.weight_decay, args.backbone_lr_multiplier),
-        lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
     )
     # The schedule is stepped once per optimizer step, by hand (accelerate's prepared scheduler would step once
     # per process), and registered so that save_state / load_state include it.
@@ -964,7 +973,6 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
     accelerator.register_for_checkpointing(scheduler)
 
     batches_per_epoch = len(dataloader)
-    steps_per_epoch = max(1, batches_per_epoch // args.gradient_accumulation_steps)
     global_step, epoch, batches_to_skip = 0, 0, 0
     if args.resume_from_checkpoint:
         checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
@@ -1047,7 +1055,6 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
         if batches_done >= batches_per_epoch:
             epoch += 1
     progress.close()
-    del steps_per_epoch
 
     accelerator.wait_for_everyone()
     result = {"losses": losses, "output_dir": str(output_dir), "global_step": global_step}
@@ -1058,7 +1065,7 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
         logger.info("Final evaluation: %s", _format_metrics(metrics))
         unwrapped.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
-        write_overlay_png(overlays, data.labels, output_dir / OVERLAY_FILE)
+        overlay_path = write_overlay_png(overlays, data.labels, output_dir / OVERLAY_FILE)
         wall_time = time.time() - start_time
         with open(output_dir / "eval_results.json", "w") as f:
             json.dump({**metrics, "step": global_step, "wall_time_s": wall_time}, f, indent=1)
@@ -1067,8 +1074,8 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
         (output_dir / "README.md").write_text(
             model_card(args, data, metrics, num_parameters, wall_time, accelerator.num_processes)
         )
-        logger.info("Saved the model, processor, model card and %s to %s (%.1f min)", OVERLAY_FILE, output_dir,
-                    wall_time / 60)
+        logger.info("Saved the model, processor, model card%s to %s (%.1f min)",
+                    f" and {OVERLAY_FILE}" if overlay_path else "", output_dir, wall_time / 60)
         if args.push_to_hub:
             repo_id = push_to_hub(args, output_dir)
             logger.info("Pushed to https://huggingface.co/%s", repo_id)

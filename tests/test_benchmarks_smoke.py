@@ -39,7 +39,7 @@ def test_every_section_reports(quick_results):
     assert len([result for result in quick_results if result.section == "postprocess"]) == 3
 
 
-@pytest.mark.parametrize("section", ["processor", "encode", "forward", "postprocess", "train", "video"])
+@pytest.mark.parametrize("section", ["processor", "encode", "forward", "postprocess", "pipeline", "train", "video"])
 def test_agreement_checks_pass(quick_results, section):
     rows = [result for result in quick_results if result.section == section]
     failed = [f"{row.model} {row.case}: {row.agreement}" for row in rows if not row.agrees]
