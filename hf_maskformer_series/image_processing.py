@@ -536,20 +536,21 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
         else:
             padded_height, padded_width = max_height, max_width
 
-        pixel_values, pixel_masks = [], []
+        # one allocation for the batch (zeros = the padding), each image copied into its top-left corner
+        pixel_values = processed[0].new_zeros((batch_size, processed[0].shape[0], padded_height, padded_width))
+        pixel_mask = torch.zeros((batch_size, padded_height, padded_width), dtype=torch.int64,
+                                 device=processed[0].device)
         for index, image in enumerate(processed):
             height, width = image.shape[-2:]
-            padding = (0, padded_width - width, 0, padded_height - height)
-            pixel_values.append(F.pad(image, padding, value=0.0))
-            pixel_mask = torch.zeros((padded_height, padded_width), dtype=torch.int64, device=image.device)
-            pixel_mask[:height, :width] = 1
-            pixel_masks.append(pixel_mask)
+            pixel_values[index, :, :height, :width] = image
+            pixel_mask[index, :height, :width] = 1
             if label_maps is not None:
+                padding = (0, padded_width - width, 0, padded_height - height)
                 mask_labels[index] = F.pad(mask_labels[index], padding, value=0.0)
 
-        encoded = BatchFeature(
-            data={"pixel_values": pixel_values, "pixel_mask": pixel_masks}, tensor_type=return_tensors
-        )
+        if return_tensors is None:  # per-image tensors, as transformers' processors return without return_tensors
+            pixel_values, pixel_mask = list(pixel_values), list(pixel_mask)
+        encoded = BatchFeature(data={"pixel_values": pixel_values, "pixel_mask": pixel_mask}, tensor_type=return_tensors)
         if label_maps is not None:
             encoded["mask_labels"] = mask_labels
             encoded["class_labels"] = class_labels
