@@ -35,7 +35,7 @@ from .post_processing import (
     panoptic_from_selection,
     select_panoptic_queries,
     select_top_k_query_classes,
-    semantic_inference,
+    semantic_scores_per_pixel,
     upsample_crop_resize,
     upsample_masks,
 )
@@ -641,22 +641,27 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
         geometry = self._image_geometry(outputs, class_logits.shape[0], tuple(mask_logits.shape[-2:]), target_sizes)
         results = []
         for index, (padded, crop, output_size) in enumerate(geometry):
+            class_probs = class_logits[index].float().softmax(-1)[:, :-1]
             if postprocess_before_inference:
                 masks = upsample_crop_resize(mask_logits[index], padded, crop, output_size)
-                scores = semantic_inference(class_logits[index], masks)
+                pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())  # [H, W, K]
             else:
                 # The original resizes the [K, h, w] scores. Resizing is linear, so when the output is smaller
                 # than the cropped input, resizing the [Q, h, w] mask probabilities first and combining them at
                 # the output size gives the same scores (up to float rounding) for less work.
-                masks = crop_and_resize_masks(upsample_masks(mask_logits[index], padded), crop)
+                masks = crop_and_resize_masks(upsample_masks(mask_logits[index], padded, pixel_major=True), crop)
                 if output_size[0] * output_size[1] < crop[0] * crop[1]:
-                    mask_probs = upsample_masks(masks.float().sigmoid(), output_size)
-                    class_probs = class_logits[index].float().softmax(-1)[:, :-1]
-                    scores = torch.einsum("qc,qhw->chw", class_probs, mask_probs)
+                    mask_probs = upsample_masks(masks.float().sigmoid(), output_size, pixel_major=True)
+                    pixel_scores = semantic_scores_per_pixel(class_probs, mask_probs)
                 else:
-                    scores = upsample_masks(semantic_inference(class_logits[index], masks), output_size)
-            segmentation = scores.argmax(0)
+                    pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())
+                    # resize the [K, h, w] scores (a channels-last view: the fast kernel), back to [H, W, K]
+                    pixel_scores = upsample_masks(pixel_scores.permute(2, 0, 1), output_size, pixel_major=True)
+                    pixel_scores = pixel_scores.permute(1, 2, 0)
+            # the argmax runs over the innermost (contiguous) dimension: several times faster than over [K, ...]
+            segmentation = pixel_scores.argmax(-1)
             if return_segmentation_scores:
+                scores = pixel_scores.permute(2, 0, 1).contiguous()
                 results.append(
                     SemanticSegmentationPostProcessorOutput(
                         data={"segmentation": segmentation, "segmentation_scores": scores}

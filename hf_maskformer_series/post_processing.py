@@ -61,8 +61,11 @@ def _as_size(size: Sequence[int] | torch.Tensor) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def upsample_masks(masks: torch.Tensor, size: Sequence[int] | torch.Tensor) -> torch.Tensor:
+def upsample_masks(masks: torch.Tensor, size: Sequence[int] | torch.Tensor, pixel_major: bool = False) -> torch.Tensor:
     """Bilinearly resize the last two dimensions (``align_corners=False``).
+
+    With ``pixel_major=True`` the result may keep a channels-last memory layout (the leading dimensions innermost),
+    which suits per-pixel reductions over the leading dimensions; otherwise it is contiguous.
 
     Args:
         masks: ``[..., height, width]`` float tensor (any number of leading dimensions, e.g.
@@ -82,8 +85,15 @@ def upsample_masks(masks: torch.Tensor, size: Sequence[int] | torch.Tensor) -> t
     flat = masks.reshape(1, -1, *masks.shape[-2:])
     if not flat.is_floating_point():
         flat = flat.float()
-    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
-    return resized.reshape(*leading, *size)
+    if flat.shape[1] >= 8:
+        # many maps: the channels-last kernel is ~2x faster on CPU
+        flat = flat.contiguous(memory_format=torch.channels_last)
+        channels, height, width = flat.shape[1:]
+        # a view of a `[..., h, w, C]` tensor can carry an odd stride on its size-1 batch dimension, which sends
+        # interpolate down the slow generic path: give it the canonical channels-last strides (same memory)
+        flat = flat.as_strided(flat.shape, (channels * height * width, 1, width * channels, channels))
+    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*leading, *size)
+    return resized if pixel_major else resized.contiguous()
 
 
 def crop_and_resize_masks(
@@ -150,6 +160,21 @@ def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch
     class_probs = mask_cls.float().softmax(-1)[:, :-1]
     mask_probs = mask_pred.float().sigmoid()
     return torch.einsum("qc,q...->c...", class_probs, mask_probs)
+
+
+def semantic_scores_per_pixel(class_probs: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
+    """`sum_q class_probs[q, c] * mask_probs[q, y, x]` laid out pixel-major, for a fast per-pixel argmax.
+
+    Args:
+        class_probs: `[Q, K]`.
+        mask_probs: `[Q, H, W]`.
+
+    Returns:
+        `[H, W, K]` (`.permute(2, 0, 1)` gives the `[K, H, W]` scores of `semantic_inference`).
+    """
+    queries, height, width = mask_probs.shape
+    pixels = mask_probs.permute(1, 2, 0).reshape(height * width, queries)
+    return (pixels @ class_probs).view(height, width, -1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
