@@ -1,8 +1,12 @@
 """Shared training code of the Accelerate examples (``train_panoptic.py``, ``train_instance.py``,
-``train_semantic.py``): argument parsing, model building, data pipeline, augmentation, optimizer and schedule,
-training loop, evaluation, atomic checkpoints, ``save_pretrained``, model card, push to the Hub, overlay PNG.
+``train_semantic.py``, ``train_video.py``): argument parsing, model building, data pipeline, augmentation, optimizer
+and schedule, training loop, evaluation, atomic checkpoints, ``save_pretrained``, model card, push to the Hub,
+overlay PNG.
 
-Each script calls ``main(task)``; tests call ``train(parse_args(task, argv))`` directly.
+Each script calls ``main(task)``; tests call ``train(parse_args(task, argv))`` directly. ``train`` takes the
+task-specific pieces (options, data, model, training dataset, collate, evaluation) from the task's ``TaskSpec``;
+those left ``None`` are this module's image implementation. The video task (``video_training.py``) supplies all
+of them and registers itself in ``TASKS`` on import.
 
 Data flow. Every task reduces an annotation to one *segment map* (``[height, width]`` int64 segment ids, 0 = void)
 plus ``{segment id: label id}`` (label ids are contiguous ``0 .. num_labels - 1``):
@@ -80,20 +84,53 @@ OVERLAY_FILE = "val_predictions.png"
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What differs between the three scripts: the data reader and the metric."""
+    """What differs between the scripts: the data reader, the model, the metric and their options.
 
-    name: str  # "panoptic" | "instance" | "semantic"
+    The task-specific pieces default (``None``) to this module's image implementation; the video task
+    (``video_training.py``) supplies its own and registers itself in ``TASKS`` with ``register_task``.
+    """
+
+    name: str  # "panoptic" | "instance" | "semantic" | "video"
     metric_key: str  # the headline metric in the eval results
     metric_description: str
     default_output_dir: str
+    # (parser, {"data" | "model" | "recipe" | "run": argument group}) -> None: the task's own options (default:
+    # the image augmentation options); ``set_option`` changes the defaults of shared ones
+    add_arguments: Callable[[argparse.ArgumentParser, dict], None] | None = None
+    # (parser, args) -> None: fill derived defaults, ``parser.error`` on bad values
+    check_arguments: Callable[[argparse.ArgumentParser, argparse.Namespace], None] | None = None
+    load_data: Callable[[argparse.Namespace, Accelerator], DataBundle] | None = None  # (args, accelerator)
+    build_model_and_processor: Callable[..., tuple] | None = None  # (args, labels) -> (model, processor)
+    # (data bundle, args, processor) -> dataset indexed by (epoch, index) (see EpochSampler)
+    training_dataset: Callable[..., torch.utils.data.Dataset] | None = None
+    collate: Callable[[list[dict]], dict] | None = None
+    # (model, processor, rows, task, labels, args, num_overlays) -> (metrics, overlays)
+    evaluate: Callable[..., tuple[dict, list[dict]]] | None = None
+    write_overlay: Callable[[list[dict], LabelSet, Path], Path | None] | None = None
+    describe_augmentation: Callable[[argparse.Namespace], str] | None = None  # for the model card
+    # model card
+    example_unit: str = "images"  # what a dataset row / batch element is
+    card_title: str | None = None  # default: "Mask2Former for <task> segmentation"
+    card_tags: tuple[str, ...] | None = None  # default: image-segmentation, <task>-segmentation, mask2former
+    pipeline_tag: str | None = "image-segmentation"
+    processor_auto_class: str = "AutoImageProcessor"
 
 
-TASKS: dict[str, TaskSpec] = {
-    "panoptic": TaskSpec("panoptic", "pq", "panoptic quality (PQ, SQ, RQ; all / things / stuff), in %",
-                         "outputs/train_panoptic"),
-    "instance": TaskSpec("instance", "map", "COCO mask AP (pycocotools), in %", "outputs/train_instance"),
-    "semantic": TaskSpec("semantic", "mean_iou", "mean IoU, in %", "outputs/train_semantic"),
-}
+TASKS: dict[str, TaskSpec] = {}
+
+
+def register_task(spec: TaskSpec) -> TaskSpec:
+    """Add (or replace) a task of ``parse_args`` / ``train`` / ``main``."""
+    TASKS[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    TaskSpec("panoptic", "pq", "panoptic quality (PQ, SQ, RQ; all / things / stuff), in %", "outputs/train_panoptic"),
+    TaskSpec("instance", "map", "COCO mask AP (pycocotools), in %", "outputs/train_instance"),
+    TaskSpec("semantic", "mean_iou", "mean IoU, in %", "outputs/train_semantic"),
+):
+    register_task(_spec)
 
 
 def build_parser(task: str) -> argparse.ArgumentParser:
@@ -152,18 +189,6 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     recipe.add_argument("--max_grad_norm", type=float, default=0.01,
                         help="Gradient clipping on the full-model norm (the original's CLIP_TYPE full_model, 0.01); "
                         "0 disables.")
-    recipe.add_argument("--augmentation", default="resize_crop", choices=["resize_crop", "lsj", "none"],
-                        help="resize_crop: shortest edge to crop_size x U(min_scale, max_scale), random crop; lsj: "
-                        "longest edge to crop_size x U(min_scale, max_scale), crop/pad to crop_size (paper: 0.1-2.0).")
-    recipe.add_argument("--crop_size", type=int, default=128, help="Training crop (square, pixels).")
-    recipe.add_argument("--min_scale", type=float, default=None, help="Default: 0.8 (resize_crop), 0.1 (lsj).")
-    recipe.add_argument("--max_scale", type=float, default=None, help="Default: 1.25 (resize_crop), 2.0 (lsj).")
-    recipe.add_argument("--no_flip", action="store_true", help="Disable random horizontal flips.")
-    recipe.add_argument("--eval_size", type=int, default=None,
-                        help="Shortest edge of the evaluation resize (default: crop_size, or the checkpoint "
-                        "processor's size with --model_name_or_path); the longest edge is capped at "
-                        "eval_size x 1333 / 800.")
-
     run = parser.add_argument_group("run")
     run.add_argument("--output_dir", default=spec.default_output_dir)
     run.add_argument("--seed", type=int, default=42)
@@ -181,14 +206,24 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     run.add_argument("--logging_steps", type=int, default=10, help="Write the loss log every N steps.")
     run.add_argument("--dataloader_num_workers", type=int, default=0)
     run.add_argument("--num_overlay_images", type=int, default=4, help="Val images drawn in the overlay PNG.")
-    run.add_argument("--panoptic_threshold", type=float, default=0.8,
-                     help="Class-probability threshold of panoptic inference (the original's 0.8).")
     run.add_argument("--push_to_hub", action="store_true")
     run.add_argument("--hub_model_id", default=None, help="Default: the output folder's name.")
     run.add_argument("--hub_token", default=None)
     run.add_argument("--hub_private_repo", action="store_true")
+    groups = {"data": data, "model": model, "recipe": recipe, "run": run}
+    (spec.add_arguments or add_image_arguments)(parser, groups)
     parser.set_defaults(task=task)
     return parser
+
+
+def set_option(parser: argparse.ArgumentParser, dest: str, **changes: Any) -> None:
+    """Change the ``default`` / ``help`` / ... of an existing option (for a task's own defaults)."""
+    for action in parser._actions:
+        if action.dest == dest:
+            for key, value in changes.items():
+                setattr(action, key, value)
+            return
+    raise KeyError(f"No option --{dest}.")
 
 
 def parse_args(task: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -197,18 +232,43 @@ def parse_args(task: str, argv: Sequence[str] | None = None) -> argparse.Namespa
         raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}.")
     parser = build_parser(task)
     args = parser.parse_args(argv)
-    defaults = {"resize_crop": (0.8, 1.25), "lsj": (0.1, 2.0), "none": (1.0, 1.0)}[args.augmentation]
-    args.min_scale = defaults[0] if args.min_scale is None else args.min_scale
-    args.max_scale = defaults[1] if args.max_scale is None else args.max_scale
     if args.data_dir is not None and args.dataset_name is not None:
         parser.error("Give --data_dir or --dataset_name, not both.")
-    if not 0 < args.min_scale <= args.max_scale:
-        parser.error(f"Need 0 < min_scale <= max_scale; got {args.min_scale}, {args.max_scale}.")
+    (TASKS[task].check_arguments or check_image_arguments)(parser, args)
     for name in ("max_train_steps", "per_device_train_batch_size", "per_device_eval_batch_size",
-                 "gradient_accumulation_steps", "crop_size", "logging_steps"):
+                 "gradient_accumulation_steps", "logging_steps"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1.")
     return args
+
+
+def add_image_arguments(parser: argparse.ArgumentParser, groups: dict[str, Any]) -> None:
+    """The image tasks' own options: augmentation, evaluation size, panoptic threshold."""
+    recipe, run = groups["recipe"], groups["run"]
+    recipe.add_argument("--augmentation", default="resize_crop", choices=["resize_crop", "lsj", "none"],
+                        help="resize_crop: shortest edge to crop_size x U(min_scale, max_scale), random crop; lsj: "
+                        "longest edge to crop_size x U(min_scale, max_scale), crop/pad to crop_size (paper: 0.1-2.0).")
+    recipe.add_argument("--crop_size", type=int, default=128, help="Training crop (square, pixels).")
+    recipe.add_argument("--min_scale", type=float, default=None, help="Default: 0.8 (resize_crop), 0.1 (lsj).")
+    recipe.add_argument("--max_scale", type=float, default=None, help="Default: 1.25 (resize_crop), 2.0 (lsj).")
+    recipe.add_argument("--no_flip", action="store_true", help="Disable random horizontal flips.")
+    recipe.add_argument("--eval_size", type=int, default=None,
+                        help="Shortest edge of the evaluation resize (default: crop_size, or the checkpoint "
+                        "processor's size with --model_name_or_path); the longest edge is capped at "
+                        "eval_size x 1333 / 800.")
+    run.add_argument("--panoptic_threshold", type=float, default=0.8,
+                     help="Class-probability threshold of panoptic inference (the original's 0.8).")
+
+
+def check_image_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Scale-range defaults of the augmentation mode, and checks of the image options."""
+    defaults = {"resize_crop": (0.8, 1.25), "lsj": (0.1, 2.0), "none": (1.0, 1.0)}[args.augmentation]
+    args.min_scale = defaults[0] if args.min_scale is None else args.min_scale
+    args.max_scale = defaults[1] if args.max_scale is None else args.max_scale
+    if not 0 < args.min_scale <= args.max_scale:
+        parser.error(f"Need 0 < min_scale <= max_scale; got {args.min_scale}, {args.max_scale}.")
+    if args.crop_size < 1:
+        parser.error("--crop_size must be >= 1.")
 
 
 # ================================================================================================================
@@ -462,6 +522,11 @@ class EpochSampler(torch.utils.data.Sampler):
         else:
             order = np.arange(self.num_samples)
         return iter([(self.epoch, int(i)) for i in order])
+
+
+def image_training_dataset(data: DataBundle, args: argparse.Namespace, processor) -> TrainingDataset:
+    """The image tasks' training dataset (``TaskSpec.training_dataset``)."""
+    return TrainingDataset(data.train, args.task, data.labels, args, processor.image_mean, processor.image_std)
 
 
 class TrainingDataset(torch.utils.data.Dataset):
@@ -819,32 +884,39 @@ def check_hub_access(args: argparse.Namespace) -> None:
                               "`huggingface-cli upload`.")
 
 
+def describe_image_augmentation(args: argparse.Namespace) -> str:
+    return (f"{args.augmentation} (scale {args.min_scale}-{args.max_scale}, crop {args.crop_size}, "
+            f"{'no flip' if args.no_flip else 'horizontal flip'})")
+
+
 def model_card(args: argparse.Namespace, data: DataBundle, metrics: dict, num_parameters: int,
                wall_time: float, world_size: int) -> str:
     """The README.md of the output folder: data, recipe and metrics of the run."""
     spec = TASKS[args.task]
+    unit = spec.example_unit
     headline = {k: round(v, 2) for k, v in metrics.items() if isinstance(v, (int, float))}
+    describe_augmentation = spec.describe_augmentation or describe_image_augmentation
+    tags = spec.card_tags or ("image-segmentation", f"{args.task}-segmentation", "mask2former")
     recipe = {
         "model": args.model_name_or_path or f"preset '{args.preset}' (random initialisation)",
         "optimizer": f"AdamW (lr {args.learning_rate}, betas ({args.adam_beta1}, {args.adam_beta2}), weight decay "
                      f"{args.weight_decay}, none on norms/embeddings), backbone lr x {args.backbone_lr_multiplier}",
         "schedule": f"linear warm-up {args.warmup_steps} steps, then poly (power {args.poly_power})",
-        "steps": f"{args.max_train_steps} optimizer steps, {args.per_device_train_batch_size} images per device x "
+        "steps": f"{args.max_train_steps} optimizer steps, {args.per_device_train_batch_size} {unit} per device x "
                  f"{world_size} processes x {args.gradient_accumulation_steps} accumulation steps",
         "gradient clipping": f"full-model norm {args.max_grad_norm}" if args.max_grad_norm else "none",
-        "augmentation": f"{args.augmentation} (scale {args.min_scale}-{args.max_scale}, crop {args.crop_size}, "
-                        f"{'no flip' if args.no_flip else 'horizontal flip'})",
+        "augmentation": describe_augmentation(args),
         "mixed precision": args.mixed_precision or "no",
         "seed": args.seed,
     }
     lines = [
         "---",
         "library_name: transformers",
-        "pipeline_tag: image-segmentation",
-        "tags:", "- image-segmentation", f"- {args.task}-segmentation", "- mask2former", "- hf-maskformer-series",
+        *([f"pipeline_tag: {spec.pipeline_tag}"] if spec.pipeline_tag else []),
+        "tags:", *[f"- {tag}" for tag in tags], "- hf-maskformer-series",
         "---",
         "",
-        f"# Mask2Former for {args.task} segmentation",
+        f"# {spec.card_title or f'Mask2Former for {args.task} segmentation'}",
         "",
         f"Trained with `examples/train_{args.task}.py` of hf-maskformer-series "
         f"({num_parameters / 1e6:.2f} M parameters, {wall_time / 60:.1f} min of training and evaluation).",
@@ -852,8 +924,8 @@ def model_card(args: argparse.Namespace, data: DataBundle, metrics: dict, num_pa
         "## Data",
         "",
         f"- {data.description}",
-        f"- train split `{args.train_split}`: {len(data.train)} images; evaluation split "
-        f"`{args.validation_split}`: {len(data.validation)} images",
+        f"- train split `{args.train_split}`: {len(data.train)} {unit}; evaluation split "
+        f"`{args.validation_split}`: {len(data.validation)} {unit}",
         f"- labels ({len(data.labels.categories)}): "
         + ", ".join(f"{i}: {c.get('name', c['id'])}{'' if c.get('isthing', 1) else ' (stuff)'}"
                     for i, c in enumerate(data.labels.categories)),
@@ -876,10 +948,10 @@ def model_card(args: argparse.Namespace, data: DataBundle, metrics: dict, num_pa
         "",
         "```python",
         "import hf_maskformer_series  # registers the model with the Auto classes",
-        "from transformers import AutoImageProcessor, AutoModelForUniversalSegmentation",
+        f"from transformers import {spec.processor_auto_class}, AutoModelForUniversalSegmentation",
         "",
         'model = AutoModelForUniversalSegmentation.from_pretrained("<this folder or repo>")',
-        'processor = AutoImageProcessor.from_pretrained("<this folder or repo>")',
+        f'processor = {spec.processor_auto_class}.from_pretrained("<this folder or repo>")',
         "```",
         "",
     ]
@@ -940,24 +1012,26 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
 
-    data = load_data(args, accelerator)
-    model, processor = build_model_and_processor(args, data.labels)
+    spec = TASKS[args.task]
+    evaluate_task = spec.evaluate or evaluate
+    data = (spec.load_data or load_data)(args, accelerator)
+    model, processor = (spec.build_model_and_processor or build_model_and_processor)(args, data.labels)
     if model_hook is not None:
         model_hook(model)
     num_parameters = sum(p.numel() for p in model.parameters())
-    logger.info("Task %s: %d train / %d val images, %d labels, model %.2f M parameters", args.task, len(data.train),
-                len(data.validation), len(data.labels.categories), num_parameters / 1e6)
+    unit = spec.example_unit
+    logger.info("Task %s: %d train / %d val %s, %d labels, model %.2f M parameters", args.task, len(data.train),
+                len(data.validation), unit, len(data.labels.categories), num_parameters / 1e6)
 
-    train_dataset = TrainingDataset(data.train, args.task, data.labels, args, processor.image_mean,
-                                    processor.image_std)
+    train_dataset = (spec.training_dataset or image_training_dataset)(data, args, processor)
     sampler = EpochSampler(len(train_dataset), args.seed)
     world_batch = args.per_device_train_batch_size * accelerator.num_processes
     if len(train_dataset) < world_batch:
-        raise ValueError(f"The train split has {len(train_dataset)} images, fewer than one global batch "
+        raise ValueError(f"The train split has {len(train_dataset)} {unit}, fewer than one global batch "
                          f"({world_batch}); lower --per_device_train_batch_size.")
     dataloader = torch.utils.data.DataLoader(
         train_dataset, batch_size=args.per_device_train_batch_size, sampler=sampler, drop_last=True,
-        collate_fn=collate_training_batch, num_workers=args.dataloader_num_workers,
+        collate_fn=spec.collate or collate_training_batch, num_workers=args.dataloader_num_workers,
         # its own generator: starting an epoch must not draw from the global RNG, or a resumed run (which starts
         # its first epoch after load_state) would sample other loss points than an uninterrupted one
         generator=torch.Generator().manual_seed(args.seed),
@@ -1039,8 +1113,8 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
                                            args.checkpoints_total_limit)
             if args.eval_steps and global_step % args.eval_steps == 0 and global_step < args.max_train_steps:
                 if accelerator.is_main_process:
-                    metrics, _ = evaluate(accelerator.unwrap_model(model), processor, data.validation, args.task,
-                                          data.labels, args)
+                    metrics, _ = evaluate_task(accelerator.unwrap_model(model), processor, data.validation,
+                                               args.task, data.labels, args)
                     progress.write(f"step {global_step}: " + _format_metrics(metrics))
                     with open(log_path, "a") as f:
                         f.write(json.dumps({"step": global_step, "eval": _scalar_metrics(metrics)}) + "\n")
@@ -1060,12 +1134,12 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
     result = {"losses": losses, "output_dir": str(output_dir), "global_step": global_step}
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        metrics, overlays = evaluate(unwrapped, processor, data.validation, args.task, data.labels, args,
-                                     num_overlays=args.num_overlay_images)
+        metrics, overlays = evaluate_task(unwrapped, processor, data.validation, args.task, data.labels, args,
+                                          num_overlays=args.num_overlay_images)
         logger.info("Final evaluation: %s", _format_metrics(metrics))
         unwrapped.save_pretrained(output_dir)
         processor.save_pretrained(output_dir)
-        overlay_path = write_overlay_png(overlays, data.labels, output_dir / OVERLAY_FILE)
+        overlay_path = (spec.write_overlay or write_overlay_png)(overlays, data.labels, output_dir / OVERLAY_FILE)
         wall_time = time.time() - start_time
         with open(output_dir / "eval_results.json", "w") as f:
             json.dump({**metrics, "step": global_step, "wall_time_s": wall_time}, f, indent=1)
