@@ -16,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .generated_folder import write_generated_folder
 from .masks import encode_mask_uncompressed
 from .shapes import THING_CLASSES, paint_stuff_background, shape_mask, thing_colour
 from .synthetic import default_cache_dir
@@ -174,29 +173,12 @@ def generate_synthetic_youtube_vis(output_dir: str | os.PathLike, config: Synthe
     config = config or SyntheticVideoConfig()
     output_dir = Path(output_dir)
     settings = {"generator": "synthetic_youtube_vis", "version": GENERATOR_VERSION, **asdict(config)}
-    marker = output_dir / "generator.json"
-    if output_dir.exists() and not overwrite:
-        if marker.exists() and json.loads(marker.read_text()) == settings:
-            return output_dir
-        raise FileExistsError(f"{output_dir} exists but was not written by this generator with these settings; "
-                              "pass overwrite=True or choose another folder.")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-    try:
+
+    def write(staging: Path) -> None:
         for split in ("train", "val"):
             _write_split(staging, config, split)
-        (staging / "generator.json").write_text(json.dumps(settings, indent=1))
-        if overwrite and output_dir.exists():
-            shutil.rmtree(output_dir)
-        try:
-            os.rename(staging, output_dir)
-        except OSError:
-            if not (marker.exists() and json.loads(marker.read_text()) == settings):
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+
+    return write_generated_folder(output_dir, settings, write, overwrite)
 
 
 def ensure_synthetic_youtube_vis(output_dir: str | os.PathLike | None = None,
