@@ -173,6 +173,7 @@ class MaskedAttentionTransformerModule(nn.Module):
         self.decoder = MaskedAttentionDecoder(
             num_layers, hidden_dim, num_heads, dim_feedforward, mask_feature_size, dropout, pre_norm
         )
+        self.gradient_checkpointing = False  # set by `model.gradient_checkpointing_enable()`
 
     def _memory(self, features: torch.Tensor, level: int, batch: int, frames: int):
         """`[batch * frames, C, h, w]` → memory `[batch, frames * h * w, hidden]` and positions `[1, ..., hidden]`."""
@@ -224,9 +225,12 @@ class MaskedAttentionTransformerModule(nn.Module):
         attention_mask = attention_mask_from_masks(masks, sizes[0])
         for index, layer in enumerate(self.decoder.layers):
             level = index % self.num_levels
-            hidden_states, attentions = layer(
-                hidden_states, query_position, memories[level], positions[level], attention_mask, output_attentions
-            )
+            layer_inputs = (hidden_states, query_position, memories[level], positions[level], attention_mask,
+                            output_attentions)
+            if self.gradient_checkpointing and self.training:
+                hidden_states, attentions = self._gradient_checkpointing_func(layer.__call__, *layer_inputs)
+            else:
+                hidden_states, attentions = layer(*layer_inputs)
             normed, masks = self._predict(hidden_states, mask_features)
             intermediate.append(normed)
             all_masks.append(masks)

@@ -105,6 +105,7 @@ class SeriesMask2FormerPreTrainedModel(HubKernelsMixin, PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["MaskedAttentionDecoderLayer"]
+    supports_gradient_checkpointing = True  # decoder and deformable encoder layers (and the backbone's own)
 
     def post_init(self) -> None:
         super().post_init()

@@ -138,13 +138,18 @@ class DeformableEncoder(nn.Module):
     def __init__(self, num_layers: int, **layer_kwargs):
         super().__init__()
         self.layers = nn.ModuleList([DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers)])
+        self.gradient_checkpointing = False  # set by `model.gradient_checkpointing_enable()`
 
     def forward(self, hidden_states, position_embeddings, layout, output_hidden_states: bool = False):
         all_states = [] if output_hidden_states else None
         for layer in self.layers:
             if all_states is not None:
                 all_states.append(hidden_states)
-            hidden_states = layer(hidden_states, position_embeddings, layout)
+            if self.gradient_checkpointing and self.training:
+                hidden_states = self._gradient_checkpointing_func(layer.__call__, hidden_states, position_embeddings,
+                                                                  layout)
+            else:
+                hidden_states = layer(hidden_states, position_embeddings, layout)
         if all_states is not None:
             all_states.append(hidden_states)
         return hidden_states, all_states

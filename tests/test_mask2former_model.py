@@ -88,3 +88,29 @@ def test_torch_export_of_the_whole_model(model):
         expected = model(pixel_values).masks_queries_logits
     actual = exported.module()(pixel_values)["masks_queries_logits"]
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    config = hms.SeriesMask2FormerConfig(**tiny_mask2former_kwargs(tiny_resnet()))
+    reference = hms.SeriesMask2FormerForUniversalSegmentation(config).train()
+    checkpointed = hms.SeriesMask2FormerForUniversalSegmentation(config).train()
+    checkpointed.load_state_dict(reference.state_dict())
+    checkpointed.gradient_checkpointing_enable()
+    assert checkpointed.model.transformer_module.gradient_checkpointing
+    assert checkpointed.model.pixel_level_module.decoder.encoder.gradient_checkpointing
+    pixel_values = torch.randn(2, 3, 64, 64)
+    masks = [torch.zeros(1, 64, 64), torch.zeros(2, 64, 64)]
+    masks[0][0, :32] = 1
+    masks[1][0, :, :20] = 1
+    masks[1][1, 40:] = 1
+    labels = [torch.tensor([1]), torch.tensor([0, 3])]
+    losses, grads = [], []
+    for model in (reference, checkpointed):
+        torch.manual_seed(5)  # same sampled points
+        loss = model(pixel_values, mask_labels=masks, class_labels=labels).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(model.model.transformer_module.decoder.layers[0].fc1.weight.grad.clone())
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
