@@ -3,17 +3,67 @@
 
 from __future__ import annotations
 
+import socket
+from urllib.parse import urlparse
+
 import torch
+from huggingface_hub import constants as hub_constants
 from torch import nn
-from transformers import AutoBackbone, PreTrainedConfig
+from transformers import AutoBackbone, PreTrainedConfig, TimmBackbone
 
 
-def build_backbone(backbone_config: PreTrainedConfig) -> nn.Module:
-    """Instantiate the backbone (random weights; `from_pretrained` of the whole model loads them)."""
-    backbone = AutoBackbone.from_config(backbone_config)
-    for module in backbone.modules():  # the backbone keeps its own initialisation scheme
-        module._in_backbone = True
-    return backbone
+def _require_hub(name: str) -> None:
+    """Fail at once, in one line, where pretrained weights cannot be downloaded (instead of minutes of retries).
+
+    Raises:
+        OSError: `HF_HUB_OFFLINE=1`, or the Hub endpoint does not answer within 5 s.
+    """
+    hint = "build with use_pretrained_backbone=False, or load a saved model with from_pretrained"
+    if hub_constants.is_offline_mode():
+        raise OSError(f"use_pretrained_backbone=True: cannot download the weights of backbone {name!r} in offline "
+                      f"mode (HF_HUB_OFFLINE=1); {hint}")
+    endpoint = urlparse(hub_constants.ENDPOINT)
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=5).close()
+    except OSError as error:
+        raise OSError(f"use_pretrained_backbone=True: cannot download the weights of backbone {name!r}: "
+                      f"{endpoint.hostname} is unreachable ({error}); {hint}") from None
+
+
+def _pretrained_backbone(backbone_config: PreTrainedConfig, name: str | None) -> nn.Module:
+    """The backbone with pretrained weights: timm's for a `TimmBackboneConfig`, else transformers' `name`."""
+    timm = backbone_config.model_type == "timm_backbone"
+    name = backbone_config.backbone if timm else name
+    _require_hub(name)
+    if timm:
+        return TimmBackbone._from_config(backbone_config, pretrained=True)
+    return AutoBackbone.from_pretrained(name, config=backbone_config)
+
+
+def build_backbone(
+    backbone_config: PreTrainedConfig, use_pretrained_backbone: bool = False, backbone: str | None = None
+) -> nn.Module:
+    """Instantiate the backbone.
+
+    Args:
+        backbone_config: any AutoBackbone config (`TimmBackboneConfig` for timm models).
+        use_pretrained_backbone: download the backbone's pretrained weights (timm's for a timm backbone, else those
+            of the transformers model `backbone`); otherwise random weights (`from_pretrained` of the whole model
+            loads them).
+        backbone: the transformers model whose weights `use_pretrained_backbone` loads.
+
+    Raises:
+        OSError: pretrained weights requested but the Hub cannot be reached (one line, at once).
+    """
+    if use_pretrained_backbone:
+        module = _pretrained_backbone(backbone_config, backbone)
+        for submodule in module.modules():  # the model's weight initialisation must not overwrite them
+            submodule._is_hf_initialized = True
+    else:
+        module = AutoBackbone.from_config(backbone_config)
+    for submodule in module.modules():  # the backbone keeps its own initialisation scheme
+        submodule._in_backbone = True
+    return module
 
 
 def backbone_channels(backbone: nn.Module) -> list[int]:

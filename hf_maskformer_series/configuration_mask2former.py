@@ -9,7 +9,7 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from .configuration_common import resolve_backbone_config
+from .configuration_common import pop_backbone_arguments, resolve_backbone_config
 
 
 class SeriesMask2FormerConfig(PreTrainedConfig):
@@ -18,6 +18,11 @@ class SeriesMask2FormerConfig(PreTrainedConfig):
     Args:
         backbone_config: the backbone's config (Swin, ResNet, any AutoBackbone, or `TimmBackboneConfig`) or a dict
             with its `model_type`; defaults to Swin-S returning 4 stages.
+        backbone, use_timm_backbone, backbone_kwargs, use_pretrained_backbone (keyword arguments, as in
+            transformers): `backbone="resnet50"` builds that timm model through `TimmBackbone` (stages 1-4), or with
+            `use_timm_backbone=False` the transformers model of that name or folder; `backbone_kwargs` go to its
+            config. `use_pretrained_backbone=True` downloads the backbone's weights when the model is built (an
+            `OSError` at once when the Hub cannot be reached).
         feature_size: channels of the pixel decoder's multi-scale maps.
         mask_feature_size: channels of the per-pixel mask embeddings.
         hidden_dim: channels of the transformer decoder.
@@ -88,6 +93,7 @@ class SeriesMask2FormerConfig(PreTrainedConfig):
         **kwargs,
     ):
         kwargs.pop("model_type", None)  # a transformers `mask2former` config.json loads as ours
+        backbone_config, self.backbone, self.use_pretrained_backbone = pop_backbone_arguments(backbone_config, kwargs)
         self.backbone_config = resolve_backbone_config(backbone_config)
         self.feature_size = feature_size
         self.mask_feature_size = mask_feature_size

@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from .configuration_common import resolve_backbone_config
+from .configuration_common import pop_backbone_arguments, resolve_backbone_config
 
 # Swin-B as in transformers' MaskFormerConfig default (facebook/maskformer-swin-base-ade).
 DEFAULT_MASKFORMER_SWIN_BACKBONE = {
@@ -29,7 +29,10 @@ PIXEL_DECODER_TYPES = ("fpn", "transformer_encoder")
 
 
 def _as_maskformer_swin(backbone_config: PreTrainedConfig) -> PreTrainedConfig:
-    """A `swin` backbone config as transformers' `maskformer-swin` (the layout of MaskFormer checkpoints)."""
+    """A `swin` backbone config as transformers' `maskformer-swin` (the layout of MaskFormer checkpoints) returning
+    the 4 stages, as transformers' MaskFormer does with a plain `SwinConfig`; other configs are returned as is."""
+    if backbone_config.model_type != "swin":
+        return backbone_config
     values = backbone_config.to_dict()
     for key in ("model_type", "transformers_version", "out_indices", "stage_names"):
         values.pop(key, None)
@@ -62,7 +65,10 @@ class SeriesMaskFormerConfig(PreTrainedConfig):
         backbone_config: the backbone's config (Swin, ResNet, `maskformer-swin`, any AutoBackbone or
             `TimmBackboneConfig`) or a dict with its `model_type`; defaults to Swin-B returning 4 stages. With
             `use_maskformer_swin` a `swin` config is turned into transformers' `maskformer-swin` (as transformers'
-            MaskFormer does), so `facebook/maskformer-swin-*` weights load.
+            MaskFormer does, returning its 4 stages whatever its `out_features`), so `facebook/maskformer-swin-*`
+            weights load.
+        backbone, use_timm_backbone, backbone_kwargs, use_pretrained_backbone (keyword arguments): as in
+            [`SeriesMask2FormerConfig`].
         decoder_config: a `DetrConfig` (or dict) for the transformer decoder: `d_model` (hidden size), `num_queries`,
             `decoder_layers`, `decoder_attention_heads`, `decoder_ffn_dim`, `dropout`, `activation_function`.
         init_std, init_xavier_std: initialisation.
@@ -117,10 +123,11 @@ class SeriesMaskFormerConfig(PreTrainedConfig):
         kwargs.pop("num_hidden_layers", None)
         # a transformers config.json says "maskformer": keep our own model_type so a re-saved folder loads as ours
         kwargs.pop("model_type", None)
-        backbone_config = resolve_backbone_config(backbone_config, default=DEFAULT_MASKFORMER_SWIN_BACKBONE)
-        if use_maskformer_swin and backbone_config.model_type == "swin":
-            backbone_config = _as_maskformer_swin(backbone_config)
-        self.backbone_config = backbone_config
+        backbone_config, self.backbone, self.use_pretrained_backbone = pop_backbone_arguments(backbone_config, kwargs)
+        self.backbone_config = resolve_backbone_config(
+            backbone_config, default=DEFAULT_MASKFORMER_SWIN_BACKBONE,
+            convert=_as_maskformer_swin if use_maskformer_swin else None,
+        )
         self.decoder_config = _resolve_decoder_config(decoder_config)
         # shorthands for the decoder's hidden size and query count (stored in decoder_config)
         if "hidden_dim" in kwargs:

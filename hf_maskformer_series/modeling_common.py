@@ -3,9 +3,12 @@ and the assembly of the output dataclasses."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+from torch import nn
+from transformers import initialization as init
 
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
@@ -44,6 +47,43 @@ def build_criterion(config: Any, *, class_weight: float, cost_class: float, mask
         mask_loss=mask_loss,
         **point_settings,
     )
+
+
+def init_shared_weights(module: nn.Module, no_object_weight: float, detectron2_convs: bool = False) -> bool:
+    """Initialise the module kinds every family shares; the families' `_init_weights` call it after their own
+    blocks. Returns False for a module it does not handle.
+
+    - `SetCriterion.empty_weight`: `[1] * num_labels + [no_object_weight]` (a buffer: after
+      `from_pretrained(..., num_labels=n, ignore_mismatched_sizes=True)` it is not loaded and must be rebuilt);
+    - embeddings: N(0, 1); LayerNorm / GroupNorm: ones and zeros;
+    - Linear and Conv2d outside the backbone: PyTorch's default (Kaiming-uniform, a=√5), or for convolutions with
+      `detectron2_convs` detectron2's `c2_xavier_fill` (Kaiming-uniform, a=1, zero bias; MaskFormer's FPN).
+    The backbone keeps its own scheme (modules marked `_in_backbone`).
+    """
+    if isinstance(module, SetCriterion):
+        empty_weight = torch.ones(module.num_labels + 1)
+        empty_weight[-1] = no_object_weight
+        init.copy_(module.empty_weight, empty_weight)
+    elif isinstance(module, nn.Embedding):
+        init.normal_(module.weight, mean=0.0, std=1.0)
+    elif getattr(module, "_in_backbone", False):
+        return False
+    elif isinstance(module, nn.Conv2d) and detectron2_convs:
+        init.kaiming_uniform_(module.weight, a=1)
+        if module.bias is not None:
+            init.zeros_(module.bias)
+    elif isinstance(module, (nn.Linear, nn.Conv2d)):
+        init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+        if module.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+            bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            init.uniform_(module.bias, -bound, bound)
+    elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+        init.ones_(module.weight)
+        init.zeros_(module.bias)
+    else:
+        return False
+    return True
 
 
 def wants_auxiliary_logits(config: Any, output_auxiliary_logits: bool | None) -> bool:

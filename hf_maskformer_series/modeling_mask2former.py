@@ -20,6 +20,7 @@ from .masked_attention_decoder import MaskedAttentionDecoderLayer, MaskedAttenti
 from .modeling_common import (
     base_output_fields,
     build_criterion,
+    init_shared_weights,
     predictions_and_loss,
     segmentation_model_output,
     wants_auxiliary_logits,
@@ -39,7 +40,8 @@ class SeriesMask2FormerPixelLevelModule(nn.Module):
     def __init__(self, config: SeriesMask2FormerConfig):
         super().__init__()
         self.config = config
-        self.encoder = build_backbone(config.backbone_config)
+        self.encoder = build_backbone(config.backbone_config, config.use_pretrained_backbone, config.backbone)
+        config.use_pretrained_backbone = False  # the weights are now the model's: a saved copy must not download
         self.decoder = MSDeformAttnPixelDecoder(
             backbone_channels(self.encoder),
             feature_size=config.feature_size,
@@ -143,18 +145,7 @@ class SeriesMask2FormerPreTrainedModel(HubKernelsMixin, PreTrainedModel):
                 if isinstance(projection, nn.Conv2d):
                     init.xavier_uniform_(projection.weight, gain=xavier_std)
                     init.constant_(projection.bias, 0.0)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=1.0)
-        elif isinstance(module, (nn.Linear, nn.Conv2d)) and not getattr(module, "_in_backbone", False):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
-                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and not getattr(module, "_in_backbone", False):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        else:
+        elif not init_shared_weights(module, self.config.no_object_weight):
             super()._init_weights(module)
 
 

@@ -9,8 +9,6 @@ outputs are on), and `enforce_input_projection` is supported.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from transformers import PreTrainedModel
@@ -18,13 +16,13 @@ from transformers import initialization as init
 
 from .backbone import backbone_channels, backbone_feature_maps, build_backbone, freeze_batch_norm
 from .configuration_maskformer import SeriesMaskFormerConfig
-from .criterion import SetCriterion
 from .detr_decoder import DetrDecoderLayer, DetrTransformerModule
 from .fpn_pixel_decoder import DetrEncoderLayer, FPNPixelDecoder, TransformerEncoderPixelDecoder
 from .heads import MLP, predict_masks
 from .modeling_common import (
     base_output_fields,
     build_criterion,
+    init_shared_weights,
     predictions_and_loss,
     segmentation_model_output,
     wants_auxiliary_logits,
@@ -43,7 +41,8 @@ class SeriesMaskFormerPixelLevelModule(nn.Module):
     def __init__(self, config: SeriesMaskFormerConfig):
         super().__init__()
         self.config = config
-        self.encoder = build_backbone(config.backbone_config)
+        self.encoder = build_backbone(config.backbone_config, config.use_pretrained_backbone, config.backbone)
+        config.use_pretrained_backbone = False  # the weights are now the model's: a saved copy must not download
         channels = backbone_channels(self.encoder)
         if config.pixel_decoder_type == "transformer_encoder":
             self.decoder = TransformerEncoderPixelDecoder(
@@ -99,27 +98,7 @@ class SeriesMaskFormerPreTrainedModel(PreTrainedModel):
                 if attention is not None:
                     for projection in (attention.q_proj, attention.k_proj, attention.v_proj, attention.out_proj):
                         init.zeros_(projection.bias)
-        elif isinstance(module, nn.Embedding):
-            init.normal_(module.weight, mean=0.0, std=1.0)
-        elif isinstance(module, nn.Conv2d) and not getattr(module, "_in_backbone", False):
-            # detectron2's c2_xavier_fill
-            init.kaiming_uniform_(module.weight, a=1)
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.Linear) and not getattr(module, "_in_backbone", False):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
-                bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)) and not getattr(module, "_in_backbone", False):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, SetCriterion):
-            empty_weight = torch.ones(module.num_labels + 1)
-            empty_weight[-1] = self.config.no_object_weight
-            init.copy_(module.empty_weight, empty_weight)
-        else:
+        elif not init_shared_weights(module, self.config.no_object_weight, detectron2_convs=True):
             super()._init_weights(module)
 
 
