@@ -17,9 +17,12 @@ from .modeling_maskformer import (
     SeriesMaskFormerModel,
     SeriesMaskFormerPreTrainedModel,
 )
-from .modeling_outputs import SeriesSegmentationModelOutput, SeriesUniversalSegmentationOutput
-from .modeling_video_mask2former import (
+from .modeling_outputs import (
+    SeriesSegmentationModelOutput,
+    SeriesUniversalSegmentationOutput,
     SeriesVideoInstanceSegmentationOutput,
+)
+from .modeling_video_mask2former import (
     SeriesVideoMask2FormerForVideoInstanceSegmentation,
     SeriesVideoMask2FormerModel,
     SeriesVideoMask2FormerPreTrainedModel,

@@ -7,7 +7,7 @@ FPN: a 3×3 conv (+GN, ReLU) on the /32 map (`fpn.stem`), then for /16, /8, /4 a
 transformers' `MaskFormerPixelDecoder`.
 
 Transformer encoder: the /32 map is projected to `feature_size` by a 1×1 conv (`input_projection`), encoded by
-post-norm DETR encoder layers (`transformer_encoder.layers.{i}.{self_attn.{q,k,v,out}_proj,
+post-norm DETR encoder layers (`detr_transformer.DetrEncoder`) (`transformer_encoder.layers.{i}.{self_attn.{q,k,v,out}_proj,
 self_attn_layer_norm, fc1, fc2, final_layer_norm}`; queries and keys get the sine position encoding,
 values do not), and the result replaces the /32 input of the FPN stem. It is also the transformer decoder's input.
 """
@@ -19,10 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
 
-from .attention import MultiHeadAttention
-from .detr_decoder import feed_forward
+from .detr_transformer import DetrEncoder
 from .position_encoding import SinePositionEmbedding
 
 
@@ -115,52 +113,6 @@ class FPNPixelDecoder(nn.Module):
         top = self.encode_top(features[-1])
         fpn_features = self.fpn(top, list(features[:-1]))
         return FPNPixelDecoderOutput(self.mask_projection(fpn_features[-1]), fpn_features, top)
-
-
-class DetrEncoderLayer(nn.Module):
-    """DETR encoder layer: self-attention (queries and keys + position) and FFN, post- or pre-norm."""
-
-    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.1, activation: str = "relu",
-                 pre_norm: bool = False):
-        super().__init__()
-        self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
-        self.self_attn_layer_norm = nn.LayerNorm(dim)
-        self.fc1 = nn.Linear(dim, ffn_dim)
-        self.fc2 = nn.Linear(ffn_dim, dim)
-        self.activation = ACT2FN[activation]
-        self.final_layer_norm = nn.LayerNorm(dim)
-        self.dropout = dropout
-        self.pre_norm = pre_norm
-
-    def forward(self, hidden_states: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """`hidden_states`, `position`: `[batch, tokens, dim]` → `[batch, tokens, dim]`."""
-        if self.pre_norm:
-            normed = self.self_attn_layer_norm(hidden_states)
-            update, _ = self.self_attn(normed + position, normed + position, normed)
-            hidden_states = hidden_states + F.dropout(update, self.dropout, self.training)
-            update = feed_forward(self, self.final_layer_norm(hidden_states))
-            return hidden_states + F.dropout(update, self.dropout, self.training)
-        update, _ = self.self_attn(hidden_states + position, hidden_states + position, hidden_states)
-        hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(update, self.dropout, self.training))
-        update = feed_forward(self, hidden_states)
-        return self.final_layer_norm(hidden_states + F.dropout(update, self.dropout, self.training))
-
-
-class DetrEncoder(nn.Module):
-    """`layers`, plus a final `layernorm` only with pre-norm layers (as DETR)."""
-
-    def __init__(self, num_layers: int, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.1,
-                 activation: str = "relu", pre_norm: bool = False):
-        super().__init__()
-        self.layers = nn.ModuleList(
-            DetrEncoderLayer(dim, num_heads, ffn_dim, dropout, activation, pre_norm) for _ in range(num_layers)
-        )
-        self.layernorm = nn.LayerNorm(dim) if pre_norm else None
-
-    def forward(self, hidden_states: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        for layer in self.layers:
-            hidden_states = layer(hidden_states, position)
-        return hidden_states if self.layernorm is None else self.layernorm(hidden_states)
 
 
 class TransformerEncoderPixelDecoder(FPNPixelDecoder):

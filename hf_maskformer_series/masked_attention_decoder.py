@@ -8,14 +8,13 @@ Parameter names follow transformers' `Mask2FormerTransformerModule`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .attention import MultiHeadAttention
 from .heads import MLP, predict_masks
+from .modeling_outputs import TransformerDecoderOutput
 from .position_encoding import SinePositionEmbedding, SinePositionEmbedding3D
 
 
@@ -102,24 +101,6 @@ class MaskedAttentionDecoder(nn.Module):
         self.mask_predictor = MaskPredictor(hidden_dim, mask_feature_size)
 
 
-@dataclass
-class MaskedAttentionDecoderOutput:
-    """
-    Attributes:
-        intermediate_hidden_states: `num_layers + 1` LayerNorm-ed query states `[batch, queries, hidden]`,
-            the first from the raw queries; the class head runs on them.
-        masks_queries_logits: the matching mask logits `[batch, queries, (frames,) H/4, W/4]`.
-        hidden_states: the un-normalised query states entering and leaving each layer, when requested.
-        attentions: per-layer (cross, self) attention probabilities, when requested.
-    """
-
-    intermediate_hidden_states: list[torch.Tensor]
-    masks_queries_logits: list[torch.Tensor]
-    last_hidden_state: torch.Tensor
-    hidden_states: list[torch.Tensor] | None = None
-    attentions: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-
-
 def attention_mask_from_masks(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Blocked-attention mask for the next layer.
 
@@ -200,12 +181,16 @@ class MaskedAttentionTransformerModule(nn.Module):
         num_frames: int = 1,
         output_hidden_states: bool = False,
         output_attentions: bool = False,
-    ) -> MaskedAttentionDecoderOutput:
+    ) -> TransformerDecoderOutput:
         """
         Args:
             multi_scale_features: 3 maps `[batch * frames, C, h_l, w_l]`, coarse (1/32) first.
             mask_features: `[batch * frames, mask_feature_size, H/4, W/4]`; frames of a video are consecutive.
             num_frames: frames per video (videos only).
+
+        Returns:
+            `TransformerDecoderOutput` with `num_layers + 1` prediction steps (the first from the raw queries) and
+            their `masks_queries_logits`; `last_hidden_state` is the last layer's un-normalised state.
         """
         batch = mask_features.shape[0] // num_frames
         if self.video:
@@ -221,29 +206,32 @@ class MaskedAttentionTransformerModule(nn.Module):
         normed, masks = self._predict(hidden_states, mask_features)
         intermediate, all_masks = [normed], [masks]
         all_states = [hidden_states] if output_hidden_states else None
-        all_attentions = [] if output_attentions else None
+        self_attentions, cross_attentions = [], []
         attention_mask = attention_mask_from_masks(masks, sizes[0])
         for index, layer in enumerate(self.decoder.layers):
             level = index % self.num_levels
             layer_inputs = (hidden_states, query_position, memories[level], positions[level], attention_mask,
                             output_attentions)
             if self.gradient_checkpointing and self.training:
-                hidden_states, attentions = self._gradient_checkpointing_func(layer.__call__, *layer_inputs)
+                hidden_states, (cross_probs, self_probs) = self._gradient_checkpointing_func(
+                    layer.__call__, *layer_inputs
+                )
             else:
-                hidden_states, attentions = layer(*layer_inputs)
+                hidden_states, (cross_probs, self_probs) = layer(*layer_inputs)
             normed, masks = self._predict(hidden_states, mask_features)
             intermediate.append(normed)
             all_masks.append(masks)
             if all_states is not None:
                 all_states.append(hidden_states)
-            if all_attentions is not None:
-                all_attentions.append(attentions)
+            self_attentions.append(self_probs)
+            cross_attentions.append(cross_probs)
             if index + 1 < len(self.decoder.layers):
                 attention_mask = attention_mask_from_masks(masks, sizes[(index + 1) % self.num_levels])
-        return MaskedAttentionDecoderOutput(
+        return TransformerDecoderOutput(
             intermediate_hidden_states=intermediate,
-            masks_queries_logits=all_masks,
             last_hidden_state=hidden_states,
             hidden_states=all_states,
-            attentions=all_attentions,
+            attentions=self_attentions if output_attentions else None,
+            cross_attentions=cross_attentions if output_attentions else None,
+            masks_queries_logits=all_masks,
         )

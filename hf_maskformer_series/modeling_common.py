@@ -1,5 +1,5 @@
-"""PreTrainedModel glue shared by the three head models: criterion construction, auxiliary predictions, loss,
-and the assembly of the output dataclasses."""
+"""PreTrainedModel glue shared by the three model families: criterion construction, weight initialisation,
+auxiliary predictions, loss, and the assembly of the output dataclasses."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from transformers import initialization as init
 
 from .criterion import SetCriterion
 from .matcher import HungarianMatcher
-from .modeling_outputs import SeriesSegmentationModelOutput
+from .modeling_outputs import (
+    SeriesSegmentationModelOutput,
+    SeriesUniversalSegmentationOutput,
+    TransformerDecoderOutput,
+    input_geometry,
+)
 
 
 def build_criterion(config: Any, *, class_weight: float, cost_class: float, mask_loss: str = "point_sigmoid_ce",
@@ -95,25 +100,82 @@ def wants_auxiliary_logits(config: Any, output_auxiliary_logits: bool | None) ->
     return config.use_auxiliary_loss
 
 
-def predictions_and_loss(
-    criterion: SetCriterion,
-    config: Any,
+def segmentation_model_output(
+    features: list[torch.Tensor],
+    mask_features: torch.Tensor,
+    pixel_decoder_maps: list[torch.Tensor],
+    decoder_output: TransformerDecoderOutput,
+    output_hidden_states: bool,
+    output_attentions: bool,
+    combined_hidden_states: bool = False,
+) -> SeriesSegmentationModelOutput:
+    """Assemble a base model's output (hidden states and attentions only when requested).
+
+    Args:
+        features: the 4 backbone maps, finest first.
+        mask_features: the per-pixel embeddings `[batch(·frames), mask_feature_size, H/4, W/4]`.
+        pixel_decoder_maps: the pixel decoder's maps, coarse first.
+        decoder_output: the query decoder's output.
+        combined_hidden_states: also fill `hidden_states` (MaskFormer, as transformers).
+    """
+    encoder_states = pixel_states = decoder_states = combined = None
+    if output_hidden_states:
+        encoder_states, pixel_states = tuple(features), tuple(pixel_decoder_maps)
+        decoder_states = tuple(decoder_output.hidden_states)
+        combined = encoder_states + pixel_states + decoder_states if combined_hidden_states else None
+    attentions = decoder_output.attentions if output_attentions else None
+    cross_attentions = decoder_output.cross_attentions if output_attentions else None
+    masks = decoder_output.masks_queries_logits
+    return SeriesSegmentationModelOutput(
+        encoder_last_hidden_state=features[-1],
+        pixel_decoder_last_hidden_state=mask_features,
+        transformer_decoder_last_hidden_state=decoder_output.last_hidden_state,
+        transformer_decoder_intermediate_states=tuple(decoder_output.intermediate_hidden_states),
+        masks_queries_logits=tuple(masks) if masks is not None else None,
+        encoder_hidden_states=encoder_states,
+        pixel_decoder_hidden_states=pixel_states,
+        transformer_decoder_hidden_states=decoder_states,
+        hidden_states=combined,
+        attentions=tuple(attentions) if attentions is not None else None,
+        cross_attentions=tuple(cross_attentions) if cross_attentions is not None else None,
+    )
+
+
+# the base model's fields a head output passes through unchanged
+_PASSED_THROUGH = (
+    "encoder_last_hidden_state", "pixel_decoder_last_hidden_state", "transformer_decoder_last_hidden_state",
+    "encoder_hidden_states", "pixel_decoder_hidden_states", "transformer_decoder_hidden_states", "hidden_states",
+    "attentions", "cross_attentions",
+)
+
+
+def universal_segmentation_output(
+    output_class: type[SeriesUniversalSegmentationOutput],
+    base_output: SeriesSegmentationModelOutput,
     class_logits: list[torch.Tensor],
     mask_logits: list[torch.Tensor],
+    *,
+    criterion: SetCriterion,
+    config: Any,
     mask_labels: list[torch.Tensor] | None,
     class_labels: list[torch.Tensor] | None,
     output_auxiliary_logits: bool,
-) -> dict[str, Any]:
-    """Final predictions, auxiliary predictions and the loss from per-layer predictions.
+    pixel_values: torch.Tensor,
+    pixel_mask: torch.Tensor | None,
+    **extra_fields: Any,
+) -> SeriesUniversalSegmentationOutput:
+    """A head model's output: final and auxiliary predictions, the loss, the input geometry and the base model's
+    fields.
 
     Args:
+        output_class: `SeriesUniversalSegmentationOutput` or a subclass.
+        base_output: the base model's output.
         class_logits: per prediction step `[batch, queries, num_labels + 1]`, last = final.
         mask_logits: per prediction step `[batch, queries, (frames,) H/4, W/4]`.
         mask_labels, class_labels: training targets (or None).
         output_auxiliary_logits: return the earlier steps' predictions.
-
-    Returns:
-        The `loss`, `loss_dict`, `class_queries_logits`, `masks_queries_logits` and `auxiliary_logits` fields.
+        pixel_values: the input `[batch, ..., H, W]`; pixel_mask: its validated `[batch, H, W]` mask (or None).
+        **extra_fields: further fields of `output_class`.
     """
     auxiliary_logits = [
         {"class_queries_logits": classes, "masks_queries_logits": masks}
@@ -129,49 +191,13 @@ def predictions_and_loss(
             auxiliary_logits if config.use_auxiliary_loss else None,
         )
         loss = criterion.weighted_sum(loss_dict)
-    return {
-        "loss": loss,
-        "loss_dict": loss_dict,
-        "class_queries_logits": class_logits[-1],
-        "masks_queries_logits": mask_logits[-1],
-        "auxiliary_logits": auxiliary_logits if output_auxiliary_logits else None,
-    }
-
-
-def base_output_fields(outputs: SeriesSegmentationModelOutput) -> dict[str, Any]:
-    """The base model's fields that the head models pass through unchanged."""
-    return {
-        "encoder_last_hidden_state": outputs.encoder_last_hidden_state,
-        "pixel_decoder_last_hidden_state": outputs.pixel_decoder_last_hidden_state,
-        "transformer_decoder_last_hidden_state": outputs.transformer_decoder_last_hidden_state,
-        "encoder_hidden_states": outputs.encoder_hidden_states,
-        "pixel_decoder_hidden_states": outputs.pixel_decoder_hidden_states,
-        "transformer_decoder_hidden_states": outputs.transformer_decoder_hidden_states,
-        "attentions": outputs.attentions,
-    }
-
-
-def segmentation_model_output(
-    features: list[torch.Tensor],
-    mask_features: torch.Tensor,
-    pixel_decoder_maps: list[torch.Tensor],
-    last_hidden_state: torch.Tensor,
-    intermediate_states: list[torch.Tensor],
-    masks_queries_logits: list[torch.Tensor] | None,
-    hidden_states: list[torch.Tensor] | None,
-    attentions: list | None,
-    output_hidden_states: bool,
-    output_attentions: bool,
-) -> SeriesSegmentationModelOutput:
-    """Assemble a base model's output (hidden states only when requested)."""
-    return SeriesSegmentationModelOutput(
-        encoder_last_hidden_state=features[-1],
-        pixel_decoder_last_hidden_state=mask_features,
-        transformer_decoder_last_hidden_state=last_hidden_state,
-        transformer_decoder_intermediate_states=tuple(intermediate_states),
-        masks_queries_logits=tuple(masks_queries_logits) if masks_queries_logits is not None else None,
-        encoder_hidden_states=tuple(features) if output_hidden_states else None,
-        pixel_decoder_hidden_states=tuple(pixel_decoder_maps) if output_hidden_states else None,
-        transformer_decoder_hidden_states=tuple(hidden_states) if output_hidden_states and hidden_states else None,
-        attentions=tuple(attentions) if output_attentions and attentions is not None else None,
+    return output_class(
+        loss=loss,
+        loss_dict=loss_dict,
+        class_queries_logits=class_logits[-1],
+        masks_queries_logits=mask_logits[-1],
+        auxiliary_logits=auxiliary_logits if output_auxiliary_logits else None,
+        **input_geometry(pixel_mask, pixel_values),
+        **{name: getattr(base_output, name) for name in _PASSED_THROUGH},
+        **extra_fields,
     )

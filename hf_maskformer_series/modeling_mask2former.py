@@ -15,23 +15,18 @@ from transformers import initialization as init
 
 from .backbone import backbone_channels, backbone_feature_maps, build_backbone, freeze_batch_norm
 from .configuration_mask2former import SeriesMask2FormerConfig
+from .deformable_pixel_decoder import DeformableAttentionLayer, MSDeformAttnPixelDecoder
 from .kernel_loading import HubKernelsMixin, kernel_forward_pre_hook
 from .masked_attention_decoder import MaskedAttentionDecoderLayer, MaskedAttentionTransformerModule
 from .modeling_common import (
-    base_output_fields,
     build_criterion,
     init_shared_weights,
-    predictions_and_loss,
     segmentation_model_output,
+    universal_segmentation_output,
     wants_auxiliary_logits,
 )
-from .modeling_outputs import (
-    SeriesSegmentationModelOutput,
-    SeriesUniversalSegmentationOutput,
-    image_sizes_from_pixel_mask,
-)
-from .pixel_decoder import DeformableAttentionLayer, MSDeformAttnPixelDecoder
-from .validation import validate_pixel_values, validate_targets
+from .modeling_outputs import SeriesSegmentationModelOutput, SeriesUniversalSegmentationOutput
+from .validation import validate_pixel_mask, validate_pixel_values, validate_targets
 
 
 class SeriesMask2FormerPixelLevelModule(nn.Module):
@@ -68,6 +63,23 @@ class SeriesMask2FormerPixelLevelModule(nn.Module):
         return features, self.decoder(features, output_hidden_states=output_hidden_states)
 
 
+def build_transformer_module(config: SeriesMask2FormerConfig, video: bool = False) -> MaskedAttentionTransformerModule:
+    """The masked-attention decoder of a (video) Mask2Former config."""
+    return MaskedAttentionTransformerModule(
+        in_channels=config.feature_size,
+        hidden_dim=config.hidden_dim,
+        num_queries=config.num_queries,
+        num_layers=config.decoder_layers - 1,
+        num_heads=config.num_attention_heads,
+        dim_feedforward=config.dim_feedforward,
+        mask_feature_size=config.mask_feature_size,
+        dropout=config.dropout,
+        pre_norm=config.pre_norm,
+        enforce_input_projection=config.enforce_input_projection,
+        video=video,
+    )
+
+
 def run_mask2former(
     pixel_level_module: SeriesMask2FormerPixelLevelModule,
     transformer_module: MaskedAttentionTransformerModule,
@@ -87,16 +99,8 @@ def run_mask2former(
         output_attentions=output_attentions,
     )
     return segmentation_model_output(
-        features,
-        pixel_decoder_output.mask_features,
-        pixel_decoder_output.multi_scale_features,
-        decoder_output.last_hidden_state,
-        decoder_output.intermediate_hidden_states,
-        decoder_output.masks_queries_logits,
-        decoder_output.hidden_states,
-        decoder_output.attentions,
-        output_hidden_states,
-        output_attentions,
+        features, pixel_decoder_output.mask_features, pixel_decoder_output.multi_scale_features, decoder_output,
+        output_hidden_states, output_attentions,
     )
 
 
@@ -155,18 +159,7 @@ class SeriesMask2FormerModel(SeriesMask2FormerPreTrainedModel):
     def __init__(self, config: SeriesMask2FormerConfig):
         super().__init__(config)
         self.pixel_level_module = SeriesMask2FormerPixelLevelModule(config)
-        self.transformer_module = MaskedAttentionTransformerModule(
-            in_channels=config.feature_size,
-            hidden_dim=config.hidden_dim,
-            num_queries=config.num_queries,
-            num_layers=config.decoder_layers - 1,
-            num_heads=config.num_attention_heads,
-            dim_feedforward=config.dim_feedforward,
-            mask_feature_size=config.mask_feature_size,
-            dropout=config.dropout,
-            pre_norm=config.pre_norm,
-            enforce_input_projection=config.enforce_input_projection,
-        )
+        self.transformer_module = build_transformer_module(config)
         self.post_init()
 
     def forward(
@@ -181,12 +174,16 @@ class SeriesMask2FormerModel(SeriesMask2FormerPreTrainedModel):
         """
         Args:
             pixel_values: `[batch, 3, H, W]`, normalised, padded bottom/right.
-            pixel_mask: `[batch, H, W]`, 1 on real pixels (the model ignores padding like the original).
+            pixel_mask: `[batch, H, W]`, 1 on real pixels (checked; the network ignores padding like the original).
+
+        Returns:
+            `SeriesSegmentationModelOutput`.
         """
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
         validate_pixel_values(pixel_values, getattr(self.config.backbone_config, "num_channels", 3))
+        validate_pixel_mask(pixel_mask, pixel_values)
         output = run_mask2former(
             self.pixel_level_module, self.transformer_module, pixel_values, 1, output_hidden_states, output_attentions
         )
@@ -227,7 +224,9 @@ class SeriesMask2FormerForUniversalSegmentation(SeriesMask2FormerPreTrainedModel
             output_auxiliary_logits: return the earlier layers' predictions (default: config).
 
         Returns:
-            `SeriesUniversalSegmentationOutput`; `loss` when targets are given.
+            `SeriesUniversalSegmentationOutput`: `class_queries_logits [batch, queries, num_labels + 1]`,
+            `masks_queries_logits [batch, queries, H/4, W/4]`, `image_sizes` and `padded_image_size` `[batch, 2]`;
+            `loss` when targets are given.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         validate_targets(mask_labels, class_labels, pixel_values, self.config.num_labels)
@@ -239,13 +238,10 @@ class SeriesMask2FormerForUniversalSegmentation(SeriesMask2FormerPreTrainedModel
             return_dict=True,
         )
         class_logits = [self.class_predictor(states) for states in outputs.transformer_decoder_intermediate_states]
-        output = SeriesUniversalSegmentationOutput(
-            **predictions_and_loss(
-                self.criterion, self.config, class_logits, outputs.masks_queries_logits, mask_labels, class_labels,
-                wants_auxiliary_logits(self.config, output_auxiliary_logits),
-            ),
-            image_sizes=image_sizes_from_pixel_mask(pixel_mask, pixel_values),
-            padded_image_size=torch.tensor(pixel_values.shape[-2:], device=pixel_values.device),
-            **base_output_fields(outputs),
+        output = universal_segmentation_output(
+            SeriesUniversalSegmentationOutput, outputs, class_logits, list(outputs.masks_queries_logits),
+            criterion=self.criterion, config=self.config, mask_labels=mask_labels, class_labels=class_labels,
+            output_auxiliary_logits=wants_auxiliary_logits(self.config, output_auxiliary_logits),
+            pixel_values=pixel_values, pixel_mask=pixel_mask,
         )
         return output if return_dict else output.to_tuple()

@@ -16,23 +16,18 @@ from transformers import initialization as init
 
 from .backbone import backbone_channels, backbone_feature_maps, build_backbone, freeze_batch_norm
 from .configuration_maskformer import SeriesMaskFormerConfig
-from .detr_decoder import DetrDecoderLayer, DetrTransformerModule
-from .fpn_pixel_decoder import DetrEncoderLayer, FPNPixelDecoder, TransformerEncoderPixelDecoder
+from .detr_transformer import DetrDecoderLayer, DetrEncoderLayer, DetrTransformerModule
+from .fpn_pixel_decoder import FPNPixelDecoder, TransformerEncoderPixelDecoder
 from .heads import MLP, predict_masks
 from .modeling_common import (
-    base_output_fields,
     build_criterion,
     init_shared_weights,
-    predictions_and_loss,
     segmentation_model_output,
+    universal_segmentation_output,
     wants_auxiliary_logits,
 )
-from .modeling_outputs import (
-    SeriesSegmentationModelOutput,
-    SeriesUniversalSegmentationOutput,
-    image_sizes_from_pixel_mask,
-)
-from .validation import validate_pixel_values, validate_targets
+from .modeling_outputs import SeriesSegmentationModelOutput, SeriesUniversalSegmentationOutput
+from .validation import validate_pixel_mask, validate_pixel_values, validate_targets
 
 
 class SeriesMaskFormerPixelLevelModule(nn.Module):
@@ -135,30 +130,25 @@ class SeriesMaskFormerModel(SeriesMaskFormerPreTrainedModel):
         """
         Args:
             pixel_values: `[batch, 3, H, W]`, normalised, padded bottom/right.
-            pixel_mask: `[batch, H, W]`, 1 on real pixels (unused by the network, like the original).
+            pixel_mask: `[batch, H, W]`, 1 on real pixels (checked; unused by the network, like the original).
 
         Returns:
             `SeriesSegmentationModelOutput`: `pixel_decoder_last_hidden_state` are the mask features
             `[batch, mask_feature_size, H/4, W/4]`, `transformer_decoder_intermediate_states` the LayerNorm-ed query
-            states of every decoder layer; `pixel_decoder_hidden_states` are the 4 FPN maps (coarse first).
+            states of every decoder layer; `pixel_decoder_hidden_states` are the 4 FPN maps (coarse first),
+            `transformer_decoder_hidden_states` the decoder's (zero) input and each layer's output, `hidden_states`
+            the three concatenated (as transformers' MaskFormer).
         """
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
         validate_pixel_values(pixel_values, getattr(self.config.backbone_config, "num_channels", 3))
+        validate_pixel_mask(pixel_mask, pixel_values)
         features, pixel_decoder_output = self.pixel_level_module(pixel_values)
         decoder_output = self.transformer_module(pixel_decoder_output.transformer_features, output_attentions)
         output = segmentation_model_output(
-            features,
-            pixel_decoder_output.mask_features,
-            pixel_decoder_output.fpn_features,
-            decoder_output.last_hidden_state,
-            decoder_output.intermediate_states,
-            None,
-            decoder_output.hidden_states,
-            decoder_output.attentions,
-            output_hidden_states,
-            output_attentions,
+            features, pixel_decoder_output.mask_features, pixel_decoder_output.fpn_features, decoder_output,
+            output_hidden_states, output_attentions, combined_hidden_states=True,
         )
         return output if return_dict else output.to_tuple()
 
@@ -204,7 +194,8 @@ class SeriesMaskFormerForInstanceSegmentation(SeriesMaskFormerPreTrainedModel):
 
         Returns:
             `SeriesUniversalSegmentationOutput`: `class_queries_logits [batch, queries, num_labels + 1]`,
-            `masks_queries_logits [batch, queries, H/4, W/4]`; `loss` when targets are given.
+            `masks_queries_logits [batch, queries, H/4, W/4]`, `image_sizes` and `padded_image_size` `[batch, 2]`;
+            `loss` when targets are given.
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         validate_targets(mask_labels, class_labels, pixel_values, self.config.num_labels)
@@ -221,13 +212,10 @@ class SeriesMaskFormerForInstanceSegmentation(SeriesMaskFormerPreTrainedModel):
         if not (output_auxiliary_logits or (mask_labels is not None and self.config.use_auxiliary_loss)):
             states = states[-1:]  # the earlier layers' predictions are not needed
         predictions = [self._predict(layer_states, mask_features) for layer_states in states]
-        output = SeriesUniversalSegmentationOutput(
-            **predictions_and_loss(
-                self.criterion, self.config, [classes for classes, _ in predictions],
-                [masks for _, masks in predictions], mask_labels, class_labels, output_auxiliary_logits,
-            ),
-            image_sizes=image_sizes_from_pixel_mask(pixel_mask, pixel_values),
-            padded_image_size=torch.tensor(pixel_values.shape[-2:], device=pixel_values.device),
-            **base_output_fields(outputs),
+        output = universal_segmentation_output(
+            SeriesUniversalSegmentationOutput, outputs, [classes for classes, _ in predictions],
+            [masks for _, masks in predictions], criterion=self.criterion, config=self.config,
+            mask_labels=mask_labels, class_labels=class_labels, output_auxiliary_logits=output_auxiliary_logits,
+            pixel_values=pixel_values, pixel_mask=pixel_mask,
         )
         return output if return_dict else output.to_tuple()

@@ -8,61 +8,26 @@ parameter names are those of the image model, so an image Mask2Former checkpoint
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 from .configuration_video_mask2former import SeriesVideoMask2FormerConfig
-from .masked_attention_decoder import MaskedAttentionTransformerModule
-from .modeling_common import (
-    base_output_fields,
-    build_criterion,
-    predictions_and_loss,
-    wants_auxiliary_logits,
-)
+from .modeling_common import build_criterion, universal_segmentation_output, wants_auxiliary_logits
 from .modeling_mask2former import (
     SeriesMask2FormerPixelLevelModule,
     SeriesMask2FormerPreTrainedModel,
+    build_transformer_module,
     run_mask2former,
 )
-from .modeling_outputs import (
-    SeriesSegmentationModelOutput,
-    SeriesUniversalSegmentationOutput,
-    image_sizes_from_pixel_mask,
-)
-from .validation import validate_pixel_values, validate_targets
+from .modeling_outputs import SeriesSegmentationModelOutput, SeriesVideoInstanceSegmentationOutput
+from .validation import validate_pixel_mask, validate_pixel_values, validate_targets
 
-
-@dataclass
-class SeriesVideoInstanceSegmentationOutput(SeriesUniversalSegmentationOutput):
-    """Output of [`SeriesVideoMask2FormerForVideoInstanceSegmentation`].
-
-    The fields of `SeriesUniversalSegmentationOutput` with video shapes (`masks_queries_logits
-    [batch, queries, frames, H/4, W/4]`, `image_sizes [batch, 2]` per video), plus:
-
-    Attributes:
-        query_embeddings: `[batch, queries, hidden]`, the LayerNorm-ed final query states (input of the class
-            and mask heads); windowed inference associates the queries of consecutive clips with them.
-    """
-
-    query_embeddings: torch.FloatTensor | None = None
-
-
-def _frame_pixel_mask(pixel_mask: torch.Tensor | None, pixel_values_videos: torch.Tensor) -> torch.Tensor | None:
-    """`pixel_mask` `[batch, H, W]` or `[batch, frames, H, W]` → `[batch, H, W]` (frames of a video share a size)."""
-    if pixel_mask is None:
-        return None
-    if pixel_mask.dim() == 4:
-        pixel_mask = pixel_mask[:, 0]
-    if pixel_mask.dim() != 3 or pixel_mask.shape[0] != pixel_values_videos.shape[0] or tuple(
-        pixel_mask.shape[-2:]
-    ) != tuple(pixel_values_videos.shape[-2:]):
-        raise ValueError(
-            f"pixel_mask must be [batch, H, W] or [batch, frames, H, W] matching pixel_values_videos "
-            f"{tuple(pixel_values_videos.shape)}, got {tuple(pixel_mask.shape)}"
-        )
-    return pixel_mask
+__all__ = [
+    "SeriesVideoInstanceSegmentationOutput",  # defined in modeling_outputs, importable from here too
+    "SeriesVideoMask2FormerForVideoInstanceSegmentation",
+    "SeriesVideoMask2FormerModel",
+    "SeriesVideoMask2FormerPreTrainedModel",
+]
 
 
 class SeriesVideoMask2FormerPreTrainedModel(SeriesMask2FormerPreTrainedModel):
@@ -79,19 +44,7 @@ class SeriesVideoMask2FormerModel(SeriesVideoMask2FormerPreTrainedModel):
     def __init__(self, config: SeriesVideoMask2FormerConfig):
         super().__init__(config)
         self.pixel_level_module = SeriesMask2FormerPixelLevelModule(config)
-        self.transformer_module = MaskedAttentionTransformerModule(
-            in_channels=config.feature_size,
-            hidden_dim=config.hidden_dim,
-            num_queries=config.num_queries,
-            num_layers=config.decoder_layers - 1,
-            num_heads=config.num_attention_heads,
-            dim_feedforward=config.dim_feedforward,
-            mask_feature_size=config.mask_feature_size,
-            dropout=config.dropout,
-            pre_norm=config.pre_norm,
-            enforce_input_projection=config.enforce_input_projection,
-            video=True,
-        )
+        self.transformer_module = build_transformer_module(config, video=True)
         self.post_init()
 
     def forward(
@@ -118,6 +71,7 @@ class SeriesVideoMask2FormerModel(SeriesVideoMask2FormerPreTrainedModel):
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
         validate_pixel_values(pixel_values_videos, getattr(self.config.backbone_config, "num_channels", 3), video=True)
+        validate_pixel_mask(pixel_mask, pixel_values_videos, video=True)
         num_frames = pixel_values_videos.shape[1]
         if num_frames < 1:
             raise ValueError(f"pixel_values_videos has no frames: shape {tuple(pixel_values_videos.shape)}")
@@ -168,7 +122,7 @@ class SeriesVideoMask2FormerForVideoInstanceSegmentation(SeriesVideoMask2FormerP
         """
         return_dict = self.config.return_dict if return_dict is None else return_dict
         validate_targets(mask_labels, class_labels, pixel_values_videos, self.config.num_labels, video=True)
-        frame_pixel_mask = _frame_pixel_mask(pixel_mask, pixel_values_videos)
+        frame_pixel_mask = validate_pixel_mask(pixel_mask, pixel_values_videos, video=True)
         outputs = self.model(
             pixel_values_videos,
             pixel_mask=frame_pixel_mask,
@@ -177,14 +131,11 @@ class SeriesVideoMask2FormerForVideoInstanceSegmentation(SeriesVideoMask2FormerP
             return_dict=True,
         )
         class_logits = [self.class_predictor(states) for states in outputs.transformer_decoder_intermediate_states]
-        output = SeriesVideoInstanceSegmentationOutput(
-            **predictions_and_loss(
-                self.criterion, self.config, class_logits, outputs.masks_queries_logits, mask_labels, class_labels,
-                wants_auxiliary_logits(self.config, output_auxiliary_logits),
-            ),
-            image_sizes=image_sizes_from_pixel_mask(frame_pixel_mask, pixel_values_videos[:, 0]),
-            padded_image_size=torch.tensor(pixel_values_videos.shape[-2:], device=pixel_values_videos.device),
-            **base_output_fields(outputs),
+        output = universal_segmentation_output(
+            SeriesVideoInstanceSegmentationOutput, outputs, class_logits, list(outputs.masks_queries_logits),
+            criterion=self.criterion, config=self.config, mask_labels=mask_labels, class_labels=class_labels,
+            output_auxiliary_logits=wants_auxiliary_logits(self.config, output_auxiliary_logits),
+            pixel_values=pixel_values_videos, pixel_mask=frame_pixel_mask,
             query_embeddings=outputs.transformer_decoder_intermediate_states[-1],
         )
         return output if return_dict else output.to_tuple()

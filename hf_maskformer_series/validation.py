@@ -20,6 +20,38 @@ def validate_pixel_values(pixel_values: torch.Tensor, num_channels: int = 3, vid
         )
 
 
+def validate_pixel_mask(
+    pixel_mask: torch.Tensor | None, pixel_values: torch.Tensor, video: bool = False
+) -> torch.Tensor | None:
+    """Check `pixel_mask` against `pixel_values` and return it as `[batch, H, W]` (None stays None).
+
+    Args:
+        pixel_mask: `[batch, H, W]`, 1 on real pixels (videos also `[batch, frames, H, W]`, whose frames share
+            the first frame's mask).
+        pixel_values: `[batch, channels, H, W]` (videos: `[batch, frames, channels, H, W]`).
+
+    Raises:
+        ValueError: not a tensor, a shape that does not match `pixel_values`, or an image without any real pixel.
+    """
+    if pixel_mask is None:
+        return None
+    if not isinstance(pixel_mask, torch.Tensor):
+        raise ValueError(f"pixel_mask must be a torch.Tensor, got {type(pixel_mask).__name__}")
+    batch, height, width = pixel_values.shape[0], pixel_values.shape[-2], pixel_values.shape[-1]
+    if video and pixel_mask.dim() == 4 and pixel_mask.shape[1] == pixel_values.shape[1]:
+        pixel_mask = pixel_mask[:, 0]
+    if tuple(pixel_mask.shape) != (batch, height, width):
+        layout = "[batch, H, W] or [batch, frames, H, W]" if video else "[batch, H, W]"
+        name = "pixel_values_videos" if video else "pixel_values"
+        raise ValueError(
+            f"pixel_mask must be {layout} matching {name} {tuple(pixel_values.shape)}, got {tuple(pixel_mask.shape)}"
+        )
+    empty = (~pixel_mask.bool().flatten(1).any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise ValueError(f"pixel_mask is all zero for image(s) {empty}: every image needs at least one real pixel")
+    return pixel_mask
+
+
 def validate_targets(mask_labels: list[torch.Tensor] | None, class_labels: list[torch.Tensor] | None,
                      pixel_values: torch.Tensor, num_labels: int, video: bool = False) -> None:
     """Check training targets against the batch and the label set (no targets at all is fine: inference).

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from .modeling_video_mask2former import SeriesVideoInstanceSegmentationOutput
+from .modeling_outputs import SeriesVideoInstanceSegmentationOutput
 
 
 def associate_queries(previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:

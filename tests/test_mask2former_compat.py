@@ -70,7 +70,8 @@ def test_logits_of_every_layer_match_transformers(saved_transformers_model, size
     # the model reports where the real pixels are, for post-processing
     expected_sizes = torch.tensor([list(size) for size in sizes])
     assert torch.equal(actual.image_sizes, expected_sizes)
-    assert actual.padded_image_size.tolist() == list(pixel_values.shape[-2:])
+    # one row per image (contract 1: batch-consistent geometry)
+    assert actual.padded_image_size.tolist() == [list(pixel_values.shape[-2:])] * len(sizes)
 
 
 def _targets(batch: int, height: int, width: int, num_labels: int = 4):

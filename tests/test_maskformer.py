@@ -104,7 +104,8 @@ def test_final_logits_match_transformers(saved_transformers_model, sizes):
     torch.testing.assert_close(actual.pixel_decoder_last_hidden_state, expected.pixel_decoder_last_hidden_state)
     assert actual.masks_queries_logits.shape[-2:] == (pixel_values.shape[-2] // 4, pixel_values.shape[-1] // 4)
     assert actual.image_sizes.tolist() == [list(size) for size in sizes]
-    assert actual.padded_image_size.tolist() == list(pixel_values.shape[-2:])
+    # one row per image (contract 1: batch-consistent geometry)
+    assert actual.padded_image_size.tolist() == [list(pixel_values.shape[-2:])] * len(sizes)
 
 
 def test_loss_matches_transformers(saved_transformers_model):
@@ -150,7 +151,7 @@ def test_auxiliary_outputs_follow_the_original_not_transformers(saved_transforme
     torch.testing.assert_close(actual.class_queries_logits, expected.class_queries_logits, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(actual.masks_queries_logits, expected.masks_queries_logits, atol=1e-4, rtol=1e-4)
     assert len(actual.auxiliary_logits) == DECODER["decoder_layers"] - 1
-    first = actual.transformer_decoder_hidden_states[0]
+    first = actual.transformer_decoder_hidden_states[1]  # [0] is the decoder's zero input, as in transformers
     torch.testing.assert_close(captured[0], first)  # layer 1 reads the un-normalised output of layer 0
     assert (captured[0] - layernorm(first)).abs().max() > 0.1
     with torch.no_grad():

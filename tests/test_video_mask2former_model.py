@@ -85,7 +85,7 @@ def test_output_shapes_and_backbone_sees_frames_independently(tiny_model):
     # frame 2 of video 1 is flat index 5 (video-major); the pixel decoder sees it alone
     assert torch.allclose(outputs.pixel_decoder_last_hidden_state[5], single[0], atol=1e-5)
     assert outputs.image_sizes.tolist() == [[64, 96], [64, 96]]
-    assert outputs.padded_image_size.tolist() == [64, 96]
+    assert outputs.padded_image_size.tolist() == [[64, 96], [64, 96]]  # one row per video (contract 1)
 
 
 def test_videos_of_a_batch_are_independent(tiny_model):

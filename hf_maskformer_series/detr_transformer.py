@@ -1,6 +1,10 @@
-"""MaskFormer's transformer decoder: DETR layers (self-attention → cross-attention → FFN) over one feature map.
+"""MaskFormer's DETR transformer: the encoder layers of the transformer-encoder pixel decoder (self-attention → FFN)
+and the decoder layers (self-attention → cross-attention → FFN) over one feature map.
 
-Behaviour follows the original MaskFormer predictor: the query sequence starts at zero, the learned query
+Encoder (`fpn_pixel_decoder.TransformerEncoderPixelDecoder`): queries and keys get the sine position encoding,
+values do not; post-norm, or pre-norm with a final LayerNorm (as DETR).
+
+Decoder: behaviour follows the original MaskFormer predictor: the query sequence starts at zero, the learned query
 embeddings are added as positions at every layer (to queries and keys in self-attention, to queries in
 cross-attention), the memory gets a 2-D sine position encoding on its keys, and a shared final LayerNorm is applied
 to each layer's output *for the prediction only*: the next layer receives the un-normalised state.
@@ -13,14 +17,13 @@ Hub; transformers 5 renames `out_proj` → `o_proj` and `fc1` → `mlp.fc1` in m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
 from .attention import MultiHeadAttention
+from .modeling_outputs import TransformerDecoderOutput
 from .position_encoding import SinePositionEmbedding
 
 
@@ -32,6 +35,52 @@ def feed_forward(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
 
 def _with_position(tensor: torch.Tensor, position: torch.Tensor | None) -> torch.Tensor:
     return tensor if position is None else tensor + position
+
+
+class DetrEncoderLayer(nn.Module):
+    """DETR encoder layer: self-attention (queries and keys + position) and FFN, post- or pre-norm."""
+
+    def __init__(self, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.1, activation: str = "relu",
+                 pre_norm: bool = False):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(dim, num_heads, dropout)
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.activation = ACT2FN[activation]
+        self.final_layer_norm = nn.LayerNorm(dim)
+        self.dropout = dropout
+        self.pre_norm = pre_norm
+
+    def forward(self, hidden_states: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """`hidden_states`, `position`: `[batch, tokens, dim]` → `[batch, tokens, dim]`."""
+        if self.pre_norm:
+            normed = self.self_attn_layer_norm(hidden_states)
+            update, _ = self.self_attn(normed + position, normed + position, normed)
+            hidden_states = hidden_states + F.dropout(update, self.dropout, self.training)
+            update = feed_forward(self, self.final_layer_norm(hidden_states))
+            return hidden_states + F.dropout(update, self.dropout, self.training)
+        update, _ = self.self_attn(hidden_states + position, hidden_states + position, hidden_states)
+        hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(update, self.dropout, self.training))
+        update = feed_forward(self, hidden_states)
+        return self.final_layer_norm(hidden_states + F.dropout(update, self.dropout, self.training))
+
+
+class DetrEncoder(nn.Module):
+    """`layers`, plus a final `layernorm` only with pre-norm layers (as DETR)."""
+
+    def __init__(self, num_layers: int, dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.1,
+                 activation: str = "relu", pre_norm: bool = False):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            DetrEncoderLayer(dim, num_heads, ffn_dim, dropout, activation, pre_norm) for _ in range(num_layers)
+        )
+        self.layernorm = nn.LayerNorm(dim) if pre_norm else None
+
+    def forward(self, hidden_states: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, position)
+        return hidden_states if self.layernorm is None else self.layernorm(hidden_states)
 
 
 class DetrDecoderLayer(nn.Module):
@@ -120,26 +169,6 @@ class DetrDecoder(nn.Module):
         self.layernorm = nn.LayerNorm(hidden_dim)
 
 
-@dataclass
-class DetrTransformerModuleOutput:
-    """Output of `DetrTransformerModule`.
-
-    Attributes:
-        intermediate_states: per layer, the LayerNorm-ed query states `[batch, queries, hidden]` (the last one is
-            the final output).
-        hidden_states: per layer, the un-normalised states passed to the next layer.
-        attentions: per layer, (self-attention, cross-attention) probabilities when requested.
-    """
-
-    intermediate_states: list[torch.Tensor]
-    hidden_states: list[torch.Tensor]
-    attentions: list[tuple] | None = None
-
-    @property
-    def last_hidden_state(self) -> torch.Tensor:
-        return self.intermediate_states[-1]
-
-
 class DetrTransformerModule(nn.Module):
     """Input projection, query embeddings and the DETR decoder.
 
@@ -163,13 +192,14 @@ class DetrTransformerModule(nn.Module):
             self.input_projection = None
         self.decoder = DetrDecoder(num_layers, hidden_dim, num_heads, ffn_dim, dropout, activation, pre_norm)
 
-    def forward(self, image_features: torch.Tensor, output_attentions: bool = False) -> DetrTransformerModuleOutput:
+    def forward(self, image_features: torch.Tensor, output_attentions: bool = False) -> TransformerDecoderOutput:
         """
         Args:
             image_features: `[batch, in_channels, height, width]`.
 
         Returns:
-            `DetrTransformerModuleOutput` with one entry per decoder layer.
+            `TransformerDecoderOutput` with one prediction step per decoder layer; `hidden_states` start with the
+            decoder's (zero) input.
         """
         if self.input_projection is not None:
             image_features = self.input_projection(image_features)
@@ -177,11 +207,22 @@ class DetrTransformerModule(nn.Module):
         memory = image_features.flatten(2).transpose(1, 2)  # [B, HW, C]
         memory_position = self.position_embedder(image_features).flatten(2).transpose(1, 2)
         query_position = self.queries_embedder.weight.unsqueeze(0).expand(batch, -1, -1)
-        hidden_states = torch.zeros_like(query_position)
-        intermediate, states, attentions = [], [], []
+        # a leaf that can carry a gradient, so `retain_grad` works on the first hidden state (as in transformers)
+        hidden_states = torch.zeros_like(query_position).requires_grad_(torch.is_grad_enabled())
+        intermediate, states = [], [hidden_states]
+        self_attentions, cross_attentions = [], []
         for layer in self.decoder.layers:
-            hidden_states, weights = layer(hidden_states, memory, memory_position, query_position, output_attentions)
+            hidden_states, (self_weights, cross_weights) = layer(
+                hidden_states, memory, memory_position, query_position, output_attentions
+            )
             states.append(hidden_states)
             intermediate.append(self.decoder.layernorm(hidden_states))
-            attentions.append(weights)
-        return DetrTransformerModuleOutput(intermediate, states, attentions if output_attentions else None)
+            self_attentions.append(self_weights)
+            cross_attentions.append(cross_weights)
+        return TransformerDecoderOutput(
+            intermediate_hidden_states=intermediate,
+            last_hidden_state=intermediate[-1],
+            hidden_states=states,
+            attentions=self_attentions if output_attentions else None,
+            cross_attentions=cross_attentions if output_attentions else None,
+        )
