@@ -7,6 +7,11 @@
 
 Mask losses are normalised by `num_masks`, the number of target masks (video: instances, not × frames),
 all-reduced across processes when torch.distributed is initialised and clamped at 1.
+
+Targets come one-hot (`mask_labels[i]` `[targets, (frames,) H, W]`) or as one integer segment map per image
+(`[(frames,) H, W]`, value `j` = target `j`, `-1` = none); both give the same matching and losses. From a map the
+point-sampled losses read the targets at the sampled points only, and the full-resolution ones build just the
+matched targets' masks.
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .matcher import HungarianMatcher
-from .point_sampling import point_sample, uncertain_point_coordinates
+from .matcher import HungarianMatcher, is_segment_map
+from .point_sampling import point_sample, point_sample_segment_maps, uncertain_point_coordinates
 
 
 def sigmoid_cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
@@ -94,19 +99,44 @@ class SetCriterion(nn.Module):
             )
         return F.cross_entropy(class_logits.transpose(1, 2).float(), target_classes, self.empty_weight)
 
+    @staticmethod
+    def _matched_target_rows(mask_labels: list[torch.Tensor], mask_logits: torch.Tensor, indices) -> list[tuple]:
+        """Per image, the matched targets as loss rows (one per mask and frame, in the predictions' order).
+
+        Returns:
+            Per image `(masks, None, None)` for one-hot targets, `masks [rows, H, W]`; or for a segment map
+            `(segment_map [frames or 1, H, W], map_index [rows], target_ids [rows])`: row `r` is the mask
+            `segment_map[map_index[r]] == target_ids[r]`.
+        """
+        rows = []
+        for image, (_, target) in enumerate(indices):
+            if not is_segment_map(mask_labels[image], mask_logits[image]):
+                rows.append((mask_labels[image][target].to(mask_logits.device).flatten(0, -3), None, None))
+                continue
+            segment_map = mask_labels[image].to(mask_logits.device)
+            segment_map = segment_map.view(-1, *segment_map.shape[-2:])
+            frames = torch.arange(segment_map.shape[0], device=mask_logits.device)
+            target = target.to(mask_logits.device)
+            rows.append((segment_map, frames.repeat(len(target)), target.repeat_interleave(len(frames))))
+        return rows
+
     def loss_masks(self, mask_logits: torch.Tensor, mask_labels: list[torch.Tensor], indices,
                    num_masks: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mask and dice losses, `mask_logits [batch, queries, (frames,) h, w]`."""
+        """Mask and dice losses, `mask_logits [batch, queries, (frames,) h, w]`; `mask_labels` per image one-hot
+        `[targets, (frames,) H, W]` or a `[(frames,) H, W]` integer segment map."""
         predictions = torch.cat([mask_logits[image, query.to(mask_logits.device)] for image, (query, _) in
                                  enumerate(indices)])
-        targets = torch.cat([mask_labels[image][target].to(mask_logits) for image, (_, target) in enumerate(indices)])
         if predictions.shape[0] == 0:
             zero = mask_logits.sum() * 0.0
             return zero, zero
+        target_rows = self._matched_target_rows(mask_labels, mask_logits, indices)
         # one row per mask (per frame for videos): [rows, 1, h, w]
         predictions = predictions.flatten(0, -3).unsqueeze(1).float()
-        targets = targets.flatten(0, -3).unsqueeze(1).float()
         if self.mask_loss == "focal":
+            targets = torch.cat([
+                masks.float() if map_index is None else (masks[map_index] == target_ids.view(-1, 1, 1)).float()
+                for masks, map_index, target_ids in target_rows
+            ])
             predictions = F.interpolate(predictions, size=targets.shape[-2:], mode="bilinear", align_corners=False)
             predictions, targets = predictions.flatten(1), targets.flatten(1)
             return sigmoid_focal_loss(predictions, targets, num_masks), dice_loss(predictions, targets, num_masks)
@@ -114,7 +144,13 @@ class SetCriterion(nn.Module):
             points = uncertain_point_coordinates(
                 predictions, self.num_points, self.oversample_ratio, self.importance_sample_ratio
             )
-            point_targets = point_sample(targets, points).squeeze(1)
+            row_points = points.split([len(target_ids) if map_index is not None else len(masks)
+                                       for masks, map_index, target_ids in target_rows])
+            point_targets = torch.cat([
+                point_sample(masks.unsqueeze(1).float(), image_points).squeeze(1) if map_index is None
+                else point_sample_segment_maps(masks, map_index, target_ids, image_points)
+                for (masks, map_index, target_ids), image_points in zip(target_rows, row_points)
+            ])
         point_logits = point_sample(predictions, points).squeeze(1)
         return (
             sigmoid_cross_entropy_loss(point_logits, point_targets, num_masks),
@@ -137,7 +173,8 @@ class SetCriterion(nn.Module):
         Args:
             class_logits: `[batch, queries, num_labels + 1]`.
             mask_logits: `[batch, queries, (frames,) h, w]`.
-            mask_labels: per image `[targets, (frames,) H, W]` binary masks.
+            mask_labels: per image `[targets, (frames,) H, W]` binary masks, or one `[(frames,) H, W]` integer
+                segment map (value `j` = target `j`, `-1` = no target).
             class_labels: per image `[targets]` class ids in `[0, num_labels)`.
             auxiliary_predictions: `{"class_queries_logits", "masks_queries_logits"}` of the earlier layers.
 

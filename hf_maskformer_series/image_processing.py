@@ -8,7 +8,7 @@ names) and save themselves under their own ``image_processor_type``.
 The tensor work of post-processing lives in :mod:`post_processing` so the video processor can share it.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,13 +17,11 @@ import torch.nn.functional as F
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_processing_utils import BatchFeature, get_size_dict
-from transformers.image_transforms import get_size_with_aspect_ratio
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
     PILImageResampling,
     SizeDict,
-    get_image_size_for_max_height_width,
 )
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType
@@ -38,6 +36,14 @@ from .post_processing import (
     semantic_scores_per_pixel,
     upsample_crop_resize,
     upsample_masks,
+)
+from .target_encoding import (
+    NO_TARGET,
+    encode_segmentation_targets,
+    label_map_to_tensor,
+    resize_label_map,
+    resized_image_size,
+    rgb_to_panoptic_id,
 )
 
 __all__ = [
@@ -64,6 +70,10 @@ class SeriesSegmentationImageProcessorKwargs(ImagesKwargs, total=False):
         `True` (transformers' behaviour): the resized size is rounded up to a multiple of `size_divisor`
         (the image is stretched slightly). `False` (the original detectron2 behaviour): the aspect ratio is
         kept and the multiple is reached by padding only.
+    return_segment_maps (`bool`, *optional*, defaults to `False`):
+        Return each image's training targets as one integer segment map (`mask_labels[i]` int32 `[H, W]`, value
+        `j` = target `j`, `-1` = no target or padding) instead of `[num_masks, H, W]` one-hot masks. The models'
+        losses accept both forms and give the same losses; the map is `num_masks` times smaller.
     """
 
     ignore_index: int | None
@@ -71,166 +81,7 @@ class SeriesSegmentationImageProcessorKwargs(ImagesKwargs, total=False):
     num_labels: int | None
     size_divisor: int
     snap_resize_to_size_divisor: bool
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Target encoding (pure functions, shared with the video processor)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def rgb_to_panoptic_id(rgb: torch.Tensor) -> torch.Tensor:
-    """Decode a COCO panoptic PNG: ``id = R + 256 * G + 256**2 * B``.
-
-    Args:
-        rgb: ``[height, width, 3]`` or ``[3, height, width]`` integer tensor.
-
-    Returns:
-        ``[height, width]`` int64 segment ids.
-    """
-    rgb = rgb.long()
-    if rgb.ndim != 3 or 3 not in (rgb.shape[0], rgb.shape[-1]):
-        raise ValueError(f"A panoptic RGB map must be [H, W, 3] or [3, H, W], got shape {tuple(rgb.shape)}.")
-    if rgb.shape[-1] != 3:
-        rgb = rgb.permute(1, 2, 0)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
-
-
-def _reduce_labels(values: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    return torch.where(values == 0, torch.full_like(values, ignore_index), values - 1)
-
-
-def _check_label_range(labels: torch.Tensor, num_labels: int | None, source: str) -> None:
-    if labels.numel() == 0:
-        return
-    bad = labels < 0
-    if num_labels is not None:
-        bad = bad | (labels >= num_labels)
-    if bool(bad.any()):
-        offending = sorted(set(labels[bad].tolist()))
-        allowed = f"[0, {num_labels})" if num_labels is not None else "non-negative ids"
-        raise ValueError(
-            f"Label ids {offending} from the {source} are outside the configured labels ({allowed}). Check "
-            "`num_labels`, `ignore_index` (pixels that carry no target) and `do_reduce_labels`."
-        )
-
-
-def _present_values(label_map: torch.Tensor) -> torch.Tensor:
-    """Sorted distinct values of an integer map (a histogram for small non-negative ids, faster than `unique`)."""
-    flat = label_map.flatten()
-    if flat.numel() and 0 <= int(flat.min()) and int(flat.max()) < 65536:
-        return torch.bincount(flat).nonzero().flatten()
-    return torch.unique(flat)
-
-
-def encode_segmentation_targets(
-    label_map: torch.Tensor,
-    instance_id_to_semantic_id: Mapping[int, int] | None = None,
-    segments_info: Sequence[Mapping[str, Any]] | None = None,
-    ignore_index: int | None = None,
-    do_reduce_labels: bool = False,
-    num_labels: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Turn one label map into binary masks and class ids (the label contract of the processors).
-
-    The map's kind is chosen by the extra argument: `segments_info` -> COCO panoptic segment-id map,
-    `instance_id_to_semantic_id` -> instance-id map, neither -> semantic map. See
-    :class:`SeriesSegmentationImageProcessorBase` for the contract.
-
-    Args:
-        label_map: ``[height, width]`` integer map.
-        instance_id_to_semantic_id: instance id -> class id.
-        segments_info: COCO panoptic segments (dicts with ``id``, ``category_id``, optional ``iscrowd``).
-        ignore_index: label that carries no target.
-        do_reduce_labels: 0 -> `ignore_index`, others -1.
-        num_labels: when set, class ids must lie in ``[0, num_labels)``.
-
-    Returns:
-        ``masks [num_masks, height, width]`` float 0/1 and ``labels [num_masks]`` int64.
-    """
-    if instance_id_to_semantic_id is not None and segments_info is not None:
-        raise ValueError("Pass either `instance_id_to_semantic_id` (instance maps) or `segments_info` (panoptic).")
-    if do_reduce_labels and ignore_index is None:
-        raise ValueError("`do_reduce_labels=True` needs `ignore_index` (label 0 is mapped to it).")
-    label_map = label_map.long()
-    device = label_map.device
-
-    if segments_info is not None:
-        segment_ids = _present_values(label_map)
-        segment_ids = segment_ids[segment_ids != 0]  # 0 = void / unlabelled in COCO panoptic
-        by_id = {}
-        for segment in segments_info:
-            if "id" not in segment or "category_id" not in segment:
-                raise ValueError(f"Each panoptic segment needs 'id' and 'category_id', got {dict(segment)}.")
-            by_id[int(segment["id"])] = segment
-        present = segment_ids.tolist()
-        missing = [segment_id for segment_id in present if segment_id not in by_id]
-        if missing:
-            raise ValueError(
-                f"Panoptic segment ids {missing[:10]} appear in the segmentation map but not in `segments_info`."
-            )
-        kept_ids, classes = [], []
-        for segment_id in present:
-            segment = by_id[segment_id]
-            if segment.get("iscrowd", 0):
-                continue
-            kept_ids.append(segment_id)
-            classes.append(int(segment["category_id"]))
-        kept = torch.tensor(kept_ids, dtype=torch.long, device=device)
-        labels = torch.tensor(classes, dtype=torch.long, device=device)
-        if do_reduce_labels:
-            labels = _reduce_labels(labels, ignore_index)
-        if ignore_index is not None:
-            valid = labels != ignore_index
-            kept, labels = kept[valid], labels[valid]
-        _check_label_range(labels, num_labels, "panoptic `segments_info`")
-        masks = label_map.unsqueeze(0) == kept.view(-1, 1, 1)
-        return masks.float(), labels
-
-    if do_reduce_labels:
-        label_map = _reduce_labels(label_map, ignore_index)
-    values = _present_values(label_map)
-    if ignore_index is not None:
-        values = values[values != ignore_index]
-    masks = label_map.unsqueeze(0) == values.view(-1, 1, 1)
-
-    if instance_id_to_semantic_id is None:
-        _check_label_range(values, num_labels, "semantic segmentation map")
-        return masks.float(), values
-
-    mapping = {int(key): int(value) for key, value in instance_id_to_semantic_id.items()}
-    instance_ids = values.tolist()
-    lookup_ids = [instance_id + 1 if do_reduce_labels else instance_id for instance_id in instance_ids]
-    missing = [instance_id for instance_id in lookup_ids if instance_id not in mapping]
-    if missing:
-        raise ValueError(
-            f"Instance ids {missing[:10]} appear in the instance map but not in `instance_id_to_semantic_id` "
-            f"({len(lookup_ids)} instances in the map, {len(mapping)} entries in the mapping)."
-        )
-    labels = torch.tensor([mapping[instance_id] for instance_id in lookup_ids], dtype=torch.long, device=device)
-    if do_reduce_labels:
-        labels = labels - 1
-    _check_label_range(labels, num_labels, "`instance_id_to_semantic_id` mapping")
-    return masks.float(), labels
-
-
-def _label_map_to_tensor(label_map: Any, panoptic: bool) -> torch.Tensor:
-    """A label map (PIL, numpy, torch) as an int64 ``[height, width]`` tensor (COCO RGB decoded when panoptic)."""
-    if hasattr(label_map, "mode") and hasattr(label_map, "size") and not isinstance(label_map, np.ndarray):
-        label_map = np.array(label_map)
-    tensor = torch.as_tensor(np.asarray(label_map) if not isinstance(label_map, torch.Tensor) else label_map)
-    if tensor.ndim == 3 and 1 in (tensor.shape[0], tensor.shape[-1]) and 3 not in (tensor.shape[0], tensor.shape[-1]):
-        tensor = tensor.squeeze(0) if tensor.shape[0] == 1 else tensor.squeeze(-1)
-    if tensor.ndim == 3 and panoptic:
-        return rgb_to_panoptic_id(tensor)
-    if tensor.ndim != 2:
-        raise ValueError(
-            f"A segmentation map must be [height, width] (or an RGB COCO panoptic map with `segments_info`), got "
-            f"shape {tuple(tensor.shape)}."
-        )
-    if tensor.is_floating_point():
-        if not bool((tensor == tensor.round()).all()):
-            raise ValueError("A segmentation map must hold integer label ids, got non-integer values.")
-    return tensor.long()
+    return_segment_maps: bool
 
 
 def _as_per_image_list(value: Any, batch_size: int, name: str) -> list:
@@ -287,7 +138,9 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
     panoptic `category_id`s) is decremented by 1, like ADE20K's 1-based classes; it requires `ignore_index`.
     When `num_labels` is set, an encoded class outside `[0, num_labels)` is a `ValueError`. The outputs are
     `mask_labels` (list of `[num_masks, height, width]` float 0/1, padded with zeros like the image) and
-    `class_labels` (list of `[num_masks]` int64).
+    `class_labels` (list of `[num_masks]` int64); with `return_segment_maps=True`, `mask_labels` holds one int32
+    `[height, width]` segment map per image instead (value `j` = the pixel belongs to target `j`, `-1` = no target
+    or padding), the lean form the models' losses also accept (see :mod:`target_encoding`).
 
     Compared with transformers' `Mask2FormerImageProcessor`: same `pixel_values` (same torchvision resize),
     `pixel_mask`, `mask_labels` and `class_labels` on valid inputs, except that (a) the padded size is
@@ -370,7 +223,8 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
 
         Returns:
             `BatchFeature` with `pixel_values [batch, 3, H, W]`, `pixel_mask [batch, H, W]` and, with labels,
-            `mask_labels` (list of `[num_masks, H, W]`) and `class_labels` (list of `[num_masks]`).
+            `mask_labels` (list of `[num_masks, H, W]`, or of `[H, W]` segment maps with `return_segment_maps`)
+            and `class_labels` (list of `[num_masks]`).
         """
         return super().preprocess(images, segmentation_maps, instance_id_to_semantic_id, segments_info, **kwargs)
 
@@ -422,41 +276,10 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
                 raw_maps = [segmentation_maps]
             if len(raw_maps) != len(prepared):
                 raise ValueError(f"Got {len(raw_maps)} segmentation maps for {len(prepared)} images.")
-            label_maps = [_label_map_to_tensor(label_map, panoptic).to(prepared[0].device) for label_map in raw_maps]
+            label_maps = [label_map_to_tensor(label_map, panoptic).to(prepared[0].device) for label_map in raw_maps]
         elif instance_id_to_semantic_id is not None or segments_info is not None:
             raise ValueError("`instance_id_to_semantic_id` / `segments_info` need `segmentation_maps`.")
         return self._preprocess(prepared, label_maps, instance_id_to_semantic_id, segments_info, **kwargs)
-
-    def _resized_size(
-        self, height: int, width: int, size: SizeDict, size_divisor: int, snap: bool
-    ) -> tuple[int, int]:
-        if size.shortest_edge and size.longest_edge:
-            new_height, new_width = get_size_with_aspect_ratio((height, width), size.shortest_edge, size.longest_edge)
-        elif size.shortest_edge:
-            short, long = (width, height) if width <= height else (height, width)
-            new_short, new_long = size.shortest_edge, int(size.shortest_edge * long / short)
-            new_height, new_width = (new_long, new_short) if width <= height else (new_short, new_long)
-        elif size.max_height and size.max_width:
-            new_height, new_width = get_image_size_for_max_height_width((height, width), size.max_height, size.max_width)
-        elif size.height and size.width:
-            new_height, new_width = size.height, size.width
-        else:
-            raise ValueError(
-                "`size` must hold 'shortest_edge' (+ optional 'longest_edge'), 'max_height' + 'max_width', or "
-                f"'height' + 'width'; got {dict(size)}."
-            )
-        if snap and size_divisor:
-            new_height = -(-new_height // size_divisor) * size_divisor
-            new_width = -(-new_width // size_divisor) * size_divisor
-        return int(new_height), int(new_width)
-
-    @staticmethod
-    def _resize_label_map(label_map: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
-        if tuple(label_map.shape) == new_size:
-            return label_map
-        # nearest resizing of integer ids: float64 keeps panoptic ids (up to 256^3) exact
-        resized = F.interpolate(label_map[None, None].double(), size=new_size, mode="nearest-exact")
-        return resized[0, 0].long()
 
     def _preprocess(
         self,
@@ -478,6 +301,7 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
         do_reduce_labels: bool = False,
         num_labels: int | None = None,
         snap_resize_to_size_divisor: bool = True,
+        return_segment_maps: bool | None = False,
         return_tensors: str | TensorType | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
@@ -499,10 +323,10 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
                         f"{(height, width)}."
                     )
             if do_resize:
-                new_size = self._resized_size(height, width, size, size_divisor, snap_resize_to_size_divisor)
+                new_size = resized_image_size(height, width, size, size_divisor, snap_resize_to_size_divisor)
                 image = self.resize(image, size=SizeDict(height=new_size[0], width=new_size[1]), resample=resample)
                 if label_map is not None:
-                    label_map = self._resize_label_map(label_map, new_size)
+                    label_map = resize_label_map(label_map, new_size)
             image = self.rescale_and_normalize(
                 image[None], do_rescale, rescale_factor, do_normalize, image_mean, image_std
             )[0]
@@ -515,6 +339,7 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
                     ignore_index=ignore_index,
                     do_reduce_labels=do_reduce_labels,
                     num_labels=num_labels,
+                    return_segment_map=bool(return_segment_maps),
                 )
                 mask_labels.append(masks)
                 class_labels.append(labels)
@@ -546,7 +371,7 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
             pixel_mask[index, :height, :width] = 1
             if label_maps is not None:
                 padding = (0, padded_width - width, 0, padded_height - height)
-                mask_labels[index] = F.pad(mask_labels[index], padding, value=0.0)
+                mask_labels[index] = F.pad(mask_labels[index], padding, value=NO_TARGET if return_segment_maps else 0)
 
         if return_tensors is None:  # per-image tensors, as transformers' processors return without return_tensors
             pixel_values, pixel_mask = list(pixel_values), list(pixel_mask)

@@ -3,6 +3,9 @@
 Mask costs are computed either on points sampled uniformly (Mask2Former: sigmoid cross-entropy + dice; for a
 video one point set is shared by all frames) or on the full masks with targets resized to the prediction
 (MaskFormer: sigmoid focal + dice).
+
+Targets come one-hot (`[targets, (frames,) H, W]`) or as one integer segment map (`[(frames,) H, W]`, value `j` =
+target `j`, `-1` = none); both give the same costs (see `point_sampling`).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from .point_sampling import point_sample
+from .point_sampling import point_sample, point_sample_segment_map
 
 
 def pairwise_sigmoid_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -48,6 +51,22 @@ def _as_channels(masks: torch.Tensor) -> torch.Tensor:
     return masks.unsqueeze(1) if masks.dim() == 3 else masks
 
 
+def is_segment_map(targets: torch.Tensor, mask_logits: torch.Tensor) -> bool:
+    """Whether one image's (video's) `targets` are a segment map rather than one-hot masks.
+
+    Args:
+        targets: `[targets, (frames,) H, W]` one-hot or `[(frames,) H, W]` integer segment map.
+        mask_logits: the matching predictions `[queries, (frames,) h, w]`.
+    """
+    return targets.dim() == mask_logits.dim() - 1 and not (targets.is_floating_point() or targets.dtype == torch.bool)
+
+
+def _nearest_one_hot(segment_map: torch.Tensor, num_targets: int, size: tuple[int, int]) -> torch.Tensor:
+    """`F.interpolate(one_hot, size, mode="nearest")` from a segment map `[C, H, W]`: `[num_targets, C, h, w]`."""
+    resized = F.interpolate(segment_map[None].double(), size=size, mode="nearest")[0]
+    return (resized.unsqueeze(0) == torch.arange(num_targets, device=resized.device).view(-1, 1, 1, 1)).float()
+
+
 class HungarianMatcher(nn.Module):
     """One-to-one assignment minimising `cost_class·(-p[class]) + cost_mask·mask_cost + cost_dice·dice`.
 
@@ -77,18 +96,28 @@ class HungarianMatcher(nn.Module):
         Args:
             class_logits: `[queries, num_labels + 1]`.
             mask_logits: `[queries, (frames,) h, w]`.
-            target_masks: `[targets, (frames,) H, W]`.
+            target_masks: `[targets, (frames,) H, W]` one-hot, or a `[(frames,) H, W]` integer segment map.
             target_classes: `[targets]`.
         """
         cost_class = -class_logits.float().softmax(-1)[:, target_classes]
+        segment_map = is_segment_map(target_masks, mask_logits)
         predictions = _as_channels(mask_logits.float())
-        targets = _as_channels(target_masks.to(predictions.dtype))
+        if segment_map:  # [C, H, W], C = frames (or 1)
+            targets = target_masks.to(predictions.device).view(-1, *target_masks.shape[-2:])
+        else:
+            targets = _as_channels(target_masks.to(predictions))
         if self.num_points is not None:
             points = torch.rand(1, self.num_points, 2, device=predictions.device)
-            targets = point_sample(targets, points.expand(targets.shape[0], -1, -1)).flatten(1)
+            if segment_map:
+                targets = point_sample_segment_map(targets, points[0], len(target_classes)).flatten(1)
+            else:
+                targets = point_sample(targets, points.expand(targets.shape[0], -1, -1)).flatten(1)
             predictions = point_sample(predictions, points.expand(predictions.shape[0], -1, -1)).flatten(1)
         else:
-            targets = F.interpolate(targets, size=predictions.shape[-2:], mode="nearest").flatten(1)
+            if segment_map:
+                targets = _nearest_one_hot(targets, len(target_classes), predictions.shape[-2:]).flatten(1)
+            else:
+                targets = F.interpolate(targets, size=predictions.shape[-2:], mode="nearest").flatten(1)
             predictions = predictions.flatten(1)
         if self.mask_cost == "focal":
             cost_mask = pairwise_sigmoid_focal(predictions, targets)
@@ -105,7 +134,8 @@ class HungarianMatcher(nn.Module):
         Args:
             class_logits: `[batch, queries, num_labels + 1]`.
             mask_logits: `[batch, queries, (frames,) h, w]`.
-            mask_labels: per image `[targets, (frames,) H, W]`.
+            mask_labels: per image `[targets, (frames,) H, W]` one-hot, or a `[(frames,) H, W]` integer segment
+                map (value `j` = target `j`, `-1` = no target).
             class_labels: per image `[targets]`.
 
         Returns:

@@ -57,7 +57,8 @@ def validate_targets(mask_labels: list[torch.Tensor] | None, class_labels: list[
     """Check training targets against the batch and the label set (no targets at all is fine: inference).
 
     Args:
-        mask_labels: per image `[targets, H, W]` (videos: `[targets, frames, H, W]`).
+        mask_labels: per image `[targets, H, W]` one-hot masks (videos: `[targets, frames, H, W]`), or one integer
+            segment map `[H, W]` (videos: `[frames, H, W]`) whose values lie in `[-1, targets)` (`-1` = no target).
         class_labels: per image `[targets]`.
         pixel_values: the batch the targets belong to.
         num_labels: number of classes; valid ids are `0 .. num_labels - 1`.
@@ -72,17 +73,32 @@ def validate_targets(mask_labels: list[torch.Tensor] | None, class_labels: list[
             f"got {len(mask_labels)} mask_labels and {len(class_labels)} class_labels entries for a batch of {batch}"
         )
     image_size = tuple(pixel_values.shape[-2:])
+    one_hot_dims = 4 if video else 3
     for index, (masks, labels) in enumerate(zip(mask_labels, class_labels)):
-        if masks.shape[0] != labels.shape[0]:
+        segment_map = masks.dim() == one_hot_dims - 1
+        if segment_map:
+            if masks.is_floating_point() or masks.dtype == torch.bool:
+                raise ValueError(
+                    f"image {index}: a {masks.dim()}-dim mask_labels entry is a segment map and must hold integer "
+                    f"target ids, got dtype {masks.dtype}"
+                )
+            if masks.numel() and (int(masks.min()) < -1 or int(masks.max()) >= labels.shape[0]):
+                raise ValueError(
+                    f"image {index}: segment map ids span [{int(masks.min())}, {int(masks.max())}] but must lie in "
+                    f"[-1, {labels.shape[0]}) (one id per class label, -1 = no target)"
+                )
+        elif masks.dim() != one_hot_dims:
+            raise ValueError(
+                f"image {index}: mask_labels must be one-hot masks with {one_hot_dims} dims or a segment map with "
+                f"{one_hot_dims - 1}, got {tuple(masks.shape)}"
+            )
+        elif masks.shape[0] != labels.shape[0]:
             raise ValueError(
                 f"image {index}: {masks.shape[0]} masks but {labels.shape[0]} class labels (one label per mask)"
             )
-        expected_dims = 4 if video else 3
-        if masks.dim() != expected_dims:
-            raise ValueError(f"image {index}: mask_labels must have {expected_dims} dims, got {tuple(masks.shape)}")
-        if video and masks.shape[1] != pixel_values.shape[1]:
+        if video and masks.shape[-3] != pixel_values.shape[1]:
             raise ValueError(
-                f"video {index}: mask_labels have {masks.shape[1]} frames but the video has {pixel_values.shape[1]}"
+                f"video {index}: mask_labels have {masks.shape[-3]} frames but the video has {pixel_values.shape[1]}"
             )
         if tuple(masks.shape[-2:]) != image_size:
             raise ValueError(

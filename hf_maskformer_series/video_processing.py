@@ -13,15 +13,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
 from .post_processing import binary_mask_to_coco_rle, select_top_k_query_classes, upsample_crop_resize
+from .target_encoding import encode_video_targets, resized_image_size
+from .target_encoding import shortest_edge_resize_size as shortest_edge_resize_size  # re-exported
 
 
 class SeriesVideoMask2FormerVideoProcessorKwargs(VideosKwargs, total=False):
@@ -33,25 +33,15 @@ class SeriesVideoMask2FormerVideoProcessorKwargs(VideosKwargs, total=False):
         (an instance absent from a frame has an empty mask there).
     instance_class_labels (`list`, *optional*):
         Per video `[instances]` class ids, with `instance_masks`.
+    return_segment_maps (`bool`, *optional*, defaults to `False`):
+        Return each video's targets as one int32 `[frames, H, W]` segment map (value `j` = instance `j`, `-1` = no
+        instance or padding) instead of `[instances, frames, H, W]` one-hot masks; instances must not overlap.
     """
 
     size_divisor: int
     instance_masks: list | None
     instance_class_labels: list | None
-
-
-def shortest_edge_resize_size(height: int, width: int, shortest_edge: int, longest_edge: int | None) -> tuple[int, int]:
-    """detectron2's `ResizeShortestEdge` output size: scale the short side to `shortest_edge`, cap the long side.
-
-    Returns:
-        `(new_height, new_width)`, rounded half up as detectron2 (`int(x + 0.5)`).
-    """
-    scale = shortest_edge / min(height, width)
-    new_height, new_width = (shortest_edge, scale * width) if height < width else (scale * height, shortest_edge)
-    if longest_edge and max(new_height, new_width) > longest_edge:
-        scale = longest_edge / max(new_height, new_width)
-        new_height, new_width = new_height * scale, new_width * scale
-    return int(new_height + 0.5), int(new_width + 0.5)
+    return_segment_maps: bool
 
 
 def _outputs_field(outputs: Any, name: str) -> Any:
@@ -72,7 +62,8 @@ class SeriesVideoMask2FormerVideoProcessor(BaseVideoProcessor):
     **Training targets**: pass `instance_masks` (per video `[instances, frames, height, width]`, the original
     frame size) and `instance_class_labels` (per video `[instances]`). The masks are resized (nearest) and padded
     like the frames; instances empty in every frame are dropped. Returned as `mask_labels` (list of
-    `[instances, frames, H, W]` float) and `class_labels` (list of `[instances]` int64).
+    `[instances, frames, H, W]` float; with `return_segment_maps=True` one int32 `[frames, H, W]` segment map per
+    video, `-1` = no instance) and `class_labels` (list of `[instances]` int64).
 
     **Post-processing**: [`post_process_video_instance_segmentation`].
     """
@@ -97,20 +88,13 @@ class SeriesVideoMask2FormerVideoProcessor(BaseVideoProcessor):
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
-        for key in ("instance_masks", "instance_class_labels"):
+        for key in ("instance_masks", "instance_class_labels", "return_segment_maps"):
             output.pop(key, None)
         return output
 
     # ------------------------------------------------------------------------------------------------------------
     # Pre-processing
     # ------------------------------------------------------------------------------------------------------------
-
-    def _target_size(self, height: int, width: int, size: SizeDict) -> tuple[int, int]:
-        if size.shortest_edge:
-            return shortest_edge_resize_size(height, width, size.shortest_edge, size.longest_edge)
-        if size.height and size.width:
-            return int(size.height), int(size.width)
-        raise ValueError(f"`size` must hold 'shortest_edge' (+ optional 'longest_edge') or 'height' + 'width'; got {dict(size)}")
 
     def _preprocess(
         self,
@@ -126,6 +110,7 @@ class SeriesVideoMask2FormerVideoProcessor(BaseVideoProcessor):
         size_divisor: int | None = None,
         instance_masks: list | None = None,
         instance_class_labels: list | None = None,
+        return_segment_maps: bool | None = False,
         return_tensors: Any = None,
         **kwargs,
     ) -> BatchFeature:
@@ -144,7 +129,7 @@ class SeriesVideoMask2FormerVideoProcessor(BaseVideoProcessor):
             if video.shape[1] != 3:
                 raise ValueError(f"frames must have 3 (RGB) channels, got a video of shape {tuple(video.shape)}")
             if do_resize:
-                new_size = self._target_size(video.shape[-2], video.shape[-1], size)
+                new_size = resized_image_size(video.shape[-2], video.shape[-1], size, detectron2=True)
                 if new_size != tuple(video.shape[-2:]):
                     video = self.resize(video, SizeDict(height=new_size[0], width=new_size[1]), resample=resample)
             video = self.rescale_and_normalize(video, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
@@ -160,41 +145,21 @@ class SeriesVideoMask2FormerVideoProcessor(BaseVideoProcessor):
             pixel_mask[index, :height, :width] = 1
         data = {"pixel_values_videos": pixel_values, "pixel_mask": pixel_mask}
         if instance_masks is not None:
-            data["mask_labels"], data["class_labels"] = self._encode_targets(
-                instance_masks, instance_class_labels, videos, sizes, (padded_height, padded_width)
-            )
+            targets = [
+                encode_video_targets(masks, labels, new_size, (padded_height, padded_width), video.shape[0],
+                                     tuple(video.shape[-2:]), bool(return_segment_maps), name=f"video {index}")
+                for index, (masks, labels, video, new_size) in enumerate(
+                    zip(instance_masks, instance_class_labels, videos, sizes)
+                )
+            ]
+            data["mask_labels"] = [mask_labels for mask_labels, _ in targets]
+            data["class_labels"] = [class_labels for _, class_labels in targets]
         encoded = BatchFeature(data={key: data[key] for key in ("pixel_values_videos", "pixel_mask")},
                                tensor_type=return_tensors)
         for key in ("mask_labels", "class_labels"):
             if key in data:
                 encoded[key] = data[key]
         return encoded
-
-    @staticmethod
-    def _encode_targets(instance_masks, instance_class_labels, videos, sizes, padded_size):
-        mask_labels, class_labels = [], []
-        for index, (masks, labels, video, new_size) in enumerate(
-            zip(instance_masks, instance_class_labels, videos, sizes)
-        ):
-            masks = torch.as_tensor(np.asarray(masks) if not isinstance(masks, torch.Tensor) else masks)
-            labels = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels).long()
-            frames, height, width = video.shape[0], video.shape[-2], video.shape[-1]
-            if masks.dim() != 4 or masks.shape[1] != frames or tuple(masks.shape[-2:]) != (height, width):
-                raise ValueError(
-                    f"video {index}: instance_masks must be [instances, {frames}, {height}, {width}] (the original "
-                    f"frame size), got {tuple(masks.shape)}"
-                )
-            if labels.dim() != 1 or labels.shape[0] != masks.shape[0]:
-                raise ValueError(f"video {index}: {masks.shape[0]} instance masks but labels of shape {tuple(labels.shape)}")
-            masks = masks.bool().float()
-            if masks.shape[0] and tuple(masks.shape[-2:]) != tuple(new_size):
-                masks = F.interpolate(masks, size=new_size, mode="nearest-exact")
-            keep = masks.flatten(1).any(dim=1) if masks.shape[0] else torch.zeros(0, dtype=torch.bool)
-            padded = masks.new_zeros(masks.shape[0], frames, *padded_size)
-            padded[..., : new_size[0], : new_size[1]] = masks
-            mask_labels.append(padded[keep])
-            class_labels.append(labels[keep])
-        return mask_labels, class_labels
 
     # ------------------------------------------------------------------------------------------------------------
     # Post-processing
