@@ -8,14 +8,13 @@ names) and save themselves under their own ``image_processor_type``.
 The tensor work of post-processing lives in :mod:`post_processing` so the video processor can share it.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers.image_processing_backends import TorchvisionBackend
-from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_processing_utils import BatchFeature, get_size_dict
 from transformers.image_utils import (
     IMAGENET_DEFAULT_MEAN,
@@ -26,17 +25,7 @@ from transformers.image_utils import (
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType
 
-from .post_processing import (
-    binary_mask_to_coco_rle,
-    crop_and_resize_masks,
-    instance_scores_from_selection,
-    panoptic_from_selection,
-    select_panoptic_queries,
-    select_top_k_query_classes,
-    semantic_scores_per_pixel,
-    upsample_crop_resize,
-    upsample_masks,
-)
+from .post_processing import SegmentationPostProcessingMixin
 from .target_encoding import (
     NO_TARGET,
     encode_segmentation_targets,
@@ -96,18 +85,12 @@ def _as_per_image_list(value: Any, batch_size: int, name: str) -> list:
     return value
 
 
-def _outputs_field(outputs: Any, name: str) -> Any:
-    if isinstance(outputs, Mapping):
-        return outputs.get(name)
-    return getattr(outputs, name, None)
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # The processors
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
+class SeriesSegmentationImageProcessorBase(SegmentationPostProcessingMixin, TorchvisionBackend):
     r"""Shared image processor of the MaskFormer family (pre-processing, targets, post-processing).
 
     **Pre-processing** (`__call__` / `preprocess`): resize (`size` as in transformers: `shortest_edge` +
@@ -380,303 +363,6 @@ class SeriesSegmentationImageProcessorBase(TorchvisionBackend):
             encoded["mask_labels"] = mask_labels
             encoded["class_labels"] = class_labels
         return encoded
-
-    # ------------------------------------------------------------------------------------------------------------
-    # Post-processing
-    # ------------------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _image_geometry(
-        outputs: Any, batch_size: int, mask_size: tuple[int, int], target_sizes: Any
-    ) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
-        """Per image: (padded input size, un-padded size inside it, output size)."""
-        if target_sizes is not None:
-            if isinstance(target_sizes, torch.Tensor):
-                target_sizes = target_sizes.tolist()
-            target_sizes = list(target_sizes)
-            if len(target_sizes) != batch_size:
-                raise ValueError(
-                    f"Got {len(target_sizes)} target sizes for a batch of {batch_size}; pass one (height, width) "
-                    "per image."
-                )
-        image_sizes = _outputs_field(outputs, "image_sizes")
-        padded_image_size = _outputs_field(outputs, "padded_image_size")
-        default_padded = (4 * mask_size[0], 4 * mask_size[1])
-        geometry = []
-        for index in range(batch_size):
-            if padded_image_size is not None:
-                padded = torch.as_tensor(padded_image_size)
-                padded = padded[index] if padded.ndim == 2 else padded
-                padded = (int(padded[0]), int(padded[1]))
-            else:
-                padded = default_padded
-            if image_sizes is not None:
-                crop = torch.as_tensor(image_sizes)[index]
-                crop = (int(crop[0]), int(crop[1]))
-            else:
-                crop = padded
-            output = crop if target_sizes is None else (int(target_sizes[index][0]), int(target_sizes[index][1]))
-            geometry.append((padded, crop, output))
-        return geometry
-
-    @staticmethod
-    def _logits(outputs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        class_logits = _outputs_field(outputs, "class_queries_logits")
-        mask_logits = _outputs_field(outputs, "masks_queries_logits")
-        if class_logits is None or mask_logits is None:
-            raise ValueError("`outputs` must carry `class_queries_logits` and `masks_queries_logits`.")
-        if class_logits.shape[:2] != mask_logits.shape[:2]:
-            raise ValueError(
-                f"`class_queries_logits` {tuple(class_logits.shape)} and `masks_queries_logits` "
-                f"{tuple(mask_logits.shape)} disagree on batch size / number of queries."
-            )
-        return class_logits, mask_logits
-
-    def post_process_semantic_segmentation(
-        self,
-        outputs: Any,
-        target_sizes: list[tuple[int, int]] | None = None,
-        return_segmentation_scores: bool = False,
-        postprocess_before_inference: bool = False,
-    ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
-        """Semantic segmentation maps (class id per pixel).
-
-        Class scores are ``sum_q softmax(class_logits)[q, :K] * sigmoid(mask_logits[q])``. The mask logits are
-        upsampled to the padded input size (`outputs.padded_image_size`), cropped to the image
-        (`outputs.image_sizes`), and either the `[K, h, w]` scores are then resized to `target_sizes` (default,
-        the original's semantic flow and transformers' order) or, with `postprocess_before_inference=True`, the
-        mask logits are resized first (the original's `SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE`).
-
-        Differences from transformers: transformers upsamples to a fixed 384x384 and never crops the padding.
-        Outputs without `image_sizes` / `padded_image_size` (e.g. transformers' own) use 4x the mask size and
-        no crop.
-
-        Args:
-            outputs: model outputs with `class_queries_logits [B, Q, K+1]`, `masks_queries_logits [B, Q, h, w]`
-                and optionally `image_sizes [B, 2]` and `padded_image_size [2]`.
-            target_sizes: one `(height, width)` per image; `None` gives the un-padded input size.
-            return_segmentation_scores: also return the `[K, height, width]` scores.
-            postprocess_before_inference: resize the mask logits before combining them (see above).
-
-        Returns:
-            One `[height, width]` int64 map per image, or `SemanticSegmentationPostProcessorOutput`s with
-            `segmentation` and `segmentation_scores` when `return_segmentation_scores`.
-        """
-        class_logits, mask_logits = self._logits(outputs)
-        geometry = self._image_geometry(outputs, class_logits.shape[0], tuple(mask_logits.shape[-2:]), target_sizes)
-        results = []
-        for index, (padded, crop, output_size) in enumerate(geometry):
-            class_probs = class_logits[index].float().softmax(-1)[:, :-1]
-            if postprocess_before_inference:
-                masks = upsample_crop_resize(mask_logits[index], padded, crop, output_size)
-                pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())  # [H, W, K]
-            else:
-                # The original resizes the [K, h, w] scores. Resizing is linear, so when the output is smaller
-                # than the cropped input, resizing the [Q, h, w] mask probabilities first and combining them at
-                # the output size gives the same scores (up to float rounding) for less work.
-                masks = crop_and_resize_masks(upsample_masks(mask_logits[index], padded, pixel_major=True), crop)
-                if output_size[0] * output_size[1] < crop[0] * crop[1]:
-                    mask_probs = upsample_masks(masks.float().sigmoid(), output_size, pixel_major=True)
-                    pixel_scores = semantic_scores_per_pixel(class_probs, mask_probs)
-                else:
-                    pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())
-                    # resize the [K, h, w] scores (a channels-last view: the fast kernel), back to [H, W, K]
-                    pixel_scores = upsample_masks(pixel_scores.permute(2, 0, 1), output_size, pixel_major=True)
-                    pixel_scores = pixel_scores.permute(1, 2, 0)
-            # the argmax runs over the innermost (contiguous) dimension: several times faster than over [K, ...]
-            segmentation = pixel_scores.argmax(-1)
-            if return_segmentation_scores:
-                scores = pixel_scores.permute(2, 0, 1).contiguous()
-                results.append(
-                    SemanticSegmentationPostProcessorOutput(
-                        data={"segmentation": segmentation, "segmentation_scores": scores}
-                    )
-                )
-            else:
-                results.append(segmentation)
-        return results
-
-    def post_process_instance_segmentation(
-        self,
-        outputs: Any,
-        threshold: float = 0.5,
-        mask_threshold: float = 0.5,
-        overlap_mask_area_threshold: float = 0.8,
-        target_sizes: list[tuple[int, int]] | None = None,
-        return_coco_annotation: bool = False,
-        return_binary_maps: bool = False,
-        label_ids_to_fuse: Iterable[int] | None = None,
-        top_k: int | None = None,
-    ) -> list[dict]:
-        """Instance segmentation: top-k (query, class) pairs with mask-weighted scores.
-
-        The `top_k` (default: number of queries, as transformers) best (query, class) pairs by class probability
-        are taken over all `Q x K` pairs; pairs whose class is in `label_ids_to_fuse` (stuff classes) are then
-        dropped (the original's thing-only filter with panoptic output on). Each pair's mask logits are
-        upsampled to the padded input, cropped and resized to the target size, binarised at `mask_threshold`
-        (probability, strict: 0.5 is the original's `logit > 0`), and scored ``class prob x mean mask prob
-        inside the binary mask``. Pairs with `score >= threshold` and a non-empty mask are returned, by
-        decreasing score.
-
-        Output formats:
-
-        - default: `segmentation` is a `[height, width]` int32 id map (-1 = no instance). Instances compete for
-          pixels: each pixel goes to the highest-scoring instance covering it, and an instance keeps its id only
-          if at least `overlap_mask_area_threshold` of its mask is visible (one re-assignment pass after
-          dropping the others). `segments_info` lists the surviving instances, ids `0..n-1`.
-        - `return_binary_maps=True`: `[n, height, width]` float 0/1 masks, which may overlap; no overlap test.
-        - `return_coco_annotation=True`: a list of pycocotools RLE dicts (`{"size", "counts"}`), one per instance,
-          may overlap; no overlap test.
-
-        Differences from transformers: transformers resizes to 384x384, binarises before a nearest resize, uses
-        `mask_threshold` nowhere, ignores `overlap_mask_area_threshold`, keeps `topk(sorted=False)` order, fills
-        the id map with later-painted instances winning, and its RLE option encodes the id map, one RLE list per
-        id (including -1). With no instance, binary maps here are an empty `[0, height, width]` tensor.
-
-        Args:
-            outputs: see `post_process_semantic_segmentation`.
-            threshold: minimum final score.
-            mask_threshold: mask probability threshold for binarisation.
-            overlap_mask_area_threshold: minimum visible fraction in the id map (default output only).
-            target_sizes: one `(height, width)` per image; `None` gives the un-padded input size.
-            return_coco_annotation: return RLE dicts.
-            return_binary_maps: return stacked binary masks.
-            label_ids_to_fuse: stuff classes, excluded from instances.
-            top_k: number of (query, class) pairs considered (the original's `TEST.DETECTIONS_PER_IMAGE`).
-
-        Returns:
-            One dict per image: `segmentation` and `segments_info` (`id`, `label_id`, `was_fused` (False),
-            `score`).
-        """
-        if return_coco_annotation and return_binary_maps:
-            raise ValueError("`return_coco_annotation` and `return_binary_maps` cannot both be True.")
-        class_logits, mask_logits = self._logits(outputs)
-        num_queries = class_logits.shape[1]
-        top_k = num_queries if top_k is None else int(top_k)
-        geometry = self._image_geometry(outputs, class_logits.shape[0], tuple(mask_logits.shape[-2:]), target_sizes)
-        results = []
-        for index, (padded, crop, output_size) in enumerate(geometry):
-            class_scores, labels, query_indices = select_top_k_query_classes(
-                class_logits[index], top_k, label_ids_to_fuse
-            )
-            # exact early exit: the final score (class prob × mean mask prob ≤ 1) never exceeds the class prob,
-            # so pairs below the threshold need no mask upsampling
-            candidates = class_scores >= threshold
-            class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
-            unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
-            logits = upsample_crop_resize(mask_logits[index][unique_queries], padded, crop, output_size)
-            unique_binary, unique_mask_scores = instance_scores_from_selection(
-                torch.ones(unique_queries.numel(), device=logits.device), logits, mask_threshold
-            )
-            scores = class_scores * unique_mask_scores[inverse]
-            non_empty = unique_binary.flatten(1).any(1)[inverse]
-            keep = ((scores >= threshold) & non_empty).nonzero().flatten()
-            keep = keep[torch.argsort(scores[keep], descending=True, stable=True)]
-            binary = unique_binary[inverse[keep]]
-            kept_scores, kept_labels = scores[keep], labels[keep]
-
-            if return_binary_maps or return_coco_annotation:
-                if return_binary_maps:
-                    segmentation = binary.float()
-                else:
-                    segmentation = [binary_mask_to_coco_rle(mask) for mask in binary]
-                survivors = torch.arange(keep.numel(), device=binary.device)
-            else:
-                segmentation, survivors = self._instance_id_map(binary, overlap_mask_area_threshold, output_size)
-            segments_info = [
-                {"id": new_id, "label_id": int(label), "was_fused": False, "score": float(score)}
-                for new_id, (label, score) in enumerate(
-                    zip(kept_labels[survivors].tolist(), kept_scores[survivors].tolist())
-                )
-            ]
-            results.append({"segmentation": segmentation, "segments_info": segments_info})
-        return results
-
-    @staticmethod
-    def _instance_id_map(
-        binary: torch.Tensor, overlap_mask_area_threshold: float, output_size: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Id map from score-sorted binary masks ``[n, h, w]``.
-
-        Each pixel goes to the highest-scoring mask covering it; masks with a visible fraction below
-        `overlap_mask_area_threshold` are dropped and the pixels re-assigned among the others (one pass: the
-        visible fraction of a survivor can only grow). Returns the ``[h, w]`` int32 map (-1 = none, ids
-        ``0..m-1`` in score order) and the indices ``[m]`` of the surviving masks.
-        """
-
-        def assign(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            covered = masks.any(0)
-            winner = masks.to(torch.uint8).argmax(0)  # first (= best-scoring) covering mask
-            visible = torch.bincount(winner[covered], minlength=masks.shape[0])
-            return covered, winner, visible
-
-        device = binary.device
-        empty = torch.full(output_size, -1, dtype=torch.int32, device=device)
-        candidates = torch.arange(binary.shape[0], device=device)
-        if candidates.numel() == 0:
-            return empty, candidates
-        _, _, visible = assign(binary)
-        ratio = visible.double() / binary.flatten(1).sum(1).double()
-        candidates = candidates[(ratio >= overlap_mask_area_threshold) & (visible > 0)]
-        if candidates.numel() == 0:
-            return empty, candidates
-        covered, winner, visible = assign(binary[candidates])
-        segmentation = torch.where(covered, winner.to(torch.int32), empty)
-        return segmentation, candidates
-
-    def post_process_panoptic_segmentation(
-        self,
-        outputs: Any,
-        threshold: float = 0.8,
-        mask_threshold: float = 0.5,
-        overlap_mask_area_threshold: float = 0.8,
-        label_ids_to_fuse: Iterable[int] | None = None,
-        target_sizes: list[tuple[int, int]] | None = None,
-    ) -> list[dict]:
-        """Panoptic segmentation (the original's `panoptic_inference`).
-
-        Queries whose best class is not no-object with probability `> threshold` are kept; only their masks are
-        upsampled to the padded input, cropped and resized to the target size. Each pixel goes to the kept query
-        with the largest ``class prob x mask prob``. A query becomes a segment when its arg-max area is at least
-        `overlap_mask_area_threshold` of its own area (`mask prob >= mask_threshold`) and its final area is not
-        empty. Mask2Former's segment is the arg-max area intersected with `mask prob >= mask_threshold`;
-        MaskFormer v1's (`SeriesMaskFormerImageProcessor`) is the arg-max area alone. Queries whose label is in
-        `label_ids_to_fuse` share one segment per label (the original fuses every stuff class).
-
-        Differences from transformers: 384x384 resize and no crop there; transformers never intersects with the
-        mask threshold, keeps a query when the area ratio is strictly greater than the threshold (the original:
-        greater or equal), lists a fused label once per query (here once per segment id, with the score of its
-        first query) and returns a map of -1 when nothing is found (here 0 = no segment, always).
-
-        Args:
-            outputs: see `post_process_semantic_segmentation`.
-            threshold: class probability a query must exceed (`OBJECT_MASK_THRESHOLD`).
-            mask_threshold: mask probability threshold.
-            overlap_mask_area_threshold: minimum visible fraction (`OVERLAP_THRESHOLD`).
-            label_ids_to_fuse: labels whose instances are merged (stuff classes); `None` fuses nothing.
-            target_sizes: one `(height, width)` per image; `None` gives the un-padded input size.
-
-        Returns:
-            One dict per image: `segmentation` (`[height, width]` int32 segment ids, 0 = none) and
-            `segments_info` (`id`, `label_id`, `was_fused`, `score`).
-        """
-        class_logits, mask_logits = self._logits(outputs)
-        geometry = self._image_geometry(outputs, class_logits.shape[0], tuple(mask_logits.shape[-2:]), target_sizes)
-        results = []
-        for index, (padded, crop, output_size) in enumerate(geometry):
-            query_indices, scores, labels = select_panoptic_queries(class_logits[index], threshold)
-            logits = upsample_crop_resize(mask_logits[index][query_indices], padded, crop, output_size)
-            segmentation, segments_info = panoptic_from_selection(
-                scores,
-                labels,
-                logits.float().sigmoid(),
-                overlap_threshold=overlap_mask_area_threshold,
-                mask_threshold=mask_threshold,
-                label_ids_to_fuse=label_ids_to_fuse,
-                intersect_with_mask=self.panoptic_intersects_with_mask,
-            )
-            results.append({"segmentation": segmentation, "segments_info": segments_info})
-        return results
 
 
 class SeriesMask2FormerImageProcessor(SeriesSegmentationImageProcessorBase):

@@ -163,16 +163,10 @@ class VideoInstanceSegmentationPipeline(Pipeline):
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None, threshold: float = 0.0,
                     mask_threshold: float = 0.5) -> list[dict[str, Any]]:
-        outputs = model_outputs["outputs"]
         top_k = top_k if top_k is not None else getattr(self.model.config, "test_top_k", 10)
-        logits = outputs.masks_queries_logits
-        if mask_threshold != 0.5:
-            if not 0.0 < mask_threshold < 1.0:
-                raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
-            shift = float(np.log(mask_threshold / (1.0 - mask_threshold)))
-            outputs = type(outputs)(**{**outputs, "masks_queries_logits": logits - shift})
         results = self.video_processor.post_process_video_instance_segmentation(
-            outputs, target_sizes=[model_outputs["original_size"]], top_k=top_k
+            model_outputs["outputs"], target_sizes=[model_outputs["original_size"]], top_k=top_k,
+            mask_threshold=mask_threshold,
         )[0]
         id2label = getattr(self.model.config, "id2label", {}) or {}
         tracks = []

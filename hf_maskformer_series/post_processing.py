@@ -1,6 +1,17 @@
-"""Tensor-level post-processing shared by the image processors and the video processor.
+"""Post-processing shared by the image processors and the video processor: the one processing core.
 
-Everything here is a pure function of tensors. The functions reproduce the inference of the original
+- **Output access**: :func:`outputs_field` / :func:`query_logits` read a ModelOutput or a plain dict whose values
+  are torch tensors or numpy arrays (e.g. ONNX Runtime outputs).
+- **Geometry**: :func:`image_geometry` gives per image the padded input size, the un-padded size inside it and
+  the output size (:class:`MaskGeometry`); `padded_image_size` may be `[batch, 2]` or the legacy `[2]`.
+- **Resizing**: :func:`resize_mask_logits` (the original's upsample → crop → resize chain).
+- **Inference**: :func:`semantic_segmentation` / :func:`semantic_inference`, :func:`panoptic_inference`,
+  :func:`instance_inference` and :func:`video_instance_inference`; given a :class:`MaskGeometry` they take the
+  model-resolution mask logits and resize only what they need.
+- **Processor methods**: :class:`SegmentationPostProcessingMixin` holds the image processors' `post_process_*`
+  methods, thin argument handling around the functions above.
+
+The tensor functions are pure. The functions reproduce the inference of the original
 MaskFormer / Mask2Former code (detectron2 projects) and are vectorised: no per-query Python loop and no
 ``.item()`` per query. Shapes use ``Q`` = queries, ``K`` = classes (without the no-object class), and
 ``...`` for the spatial dimensions, which are ``(height, width)`` for images and ``(frames, height, width)``
@@ -26,26 +37,162 @@ Inference, per image:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 
 __all__ = [
+    "MaskGeometry",
+    "SegmentationPostProcessingMixin",
     "binary_mask_to_coco_rle",
     "coco_rle_counts_to_string",
     "crop_and_resize_masks",
+    "image_geometry",
+    "instance_id_map",
     "instance_inference",
     "instance_scores_from_selection",
     "mask_logit_threshold",
+    "outputs_field",
     "panoptic_from_selection",
     "panoptic_inference",
+    "query_logits",
+    "resize_mask_logits",
     "select_panoptic_queries",
     "select_top_k_query_classes",
     "semantic_inference",
+    "semantic_segmentation",
     "upsample_crop_resize",
     "upsample_masks",
+    "video_instance_inference",
 ]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output access and geometry
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def outputs_field(outputs: Any, name: str) -> Any:
+    """Field `name` of a ModelOutput, a plain dict or any object with attributes (None when absent).
+
+    numpy arrays (e.g. ONNX Runtime outputs) come back as torch tensors (sharing memory).
+    """
+    value = outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    return value
+
+
+def query_logits(outputs: Any, spatial_dims: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """`class_queries_logits [B, Q, K + 1]` and `masks_queries_logits [B, Q, *spatial]`, checked.
+
+    Args:
+        outputs: a ModelOutput or a dict (torch tensors or numpy arrays).
+        spatial_dims: 2 for images (`[h, w]`), 3 for videos (`[frames, h, w]`).
+    """
+    class_logits = outputs_field(outputs, "class_queries_logits")
+    mask_logits = outputs_field(outputs, "masks_queries_logits")
+    if class_logits is None or mask_logits is None:
+        raise ValueError("`outputs` must carry `class_queries_logits` and `masks_queries_logits`.")
+    expected = "[batch, queries, frames, h, w]" if spatial_dims == 3 else "[batch, queries, h, w]"
+    if class_logits.ndim != 3 or mask_logits.ndim != 2 + spatial_dims:
+        raise ValueError(
+            f"`class_queries_logits` must be [batch, queries, K + 1] and `masks_queries_logits` {expected}; got "
+            f"shapes {tuple(class_logits.shape)} and {tuple(mask_logits.shape)}."
+        )
+    if class_logits.shape[:2] != mask_logits.shape[:2]:
+        raise ValueError(
+            f"`class_queries_logits` {tuple(class_logits.shape)} and `masks_queries_logits` "
+            f"{tuple(mask_logits.shape)} disagree on batch size / number of queries."
+        )
+    return class_logits, mask_logits
+
+
+class MaskGeometry(NamedTuple):
+    """Where one image's mask logits go: upsampled to `padded`, cropped to `crop` (top left), resized to `output`.
+
+    Each field is a `(height, width)` pair.
+    """
+
+    padded: tuple[int, int]
+    crop: tuple[int, int]
+    output: tuple[int, int]
+
+
+def _size_rows(value: Any, batch_size: int, name: str) -> list[tuple[int, int]] | None:
+    """`[batch, 2]` (one row per image) or `[2]` (the same for every image) → one `(height, width)` per image."""
+    if value is None:
+        return None
+    sizes = torch.as_tensor(value)
+    if sizes.ndim == 1 and sizes.shape[0] == 2:
+        sizes = sizes.expand(batch_size, 2)
+    if sizes.ndim != 2 or sizes.shape[1] != 2 or sizes.shape[0] != batch_size:
+        raise ValueError(
+            f"`{name}` must be [batch, 2] (one (height, width) per image, batch {batch_size}) or [2]; got shape "
+            f"{tuple(sizes.shape)}."
+        )
+    return [(int(height), int(width)) for height, width in sizes.tolist()]
+
+
+def image_geometry(
+    outputs: Any,
+    batch_size: int,
+    mask_size: Sequence[int],
+    target_sizes: Any = None,
+    image_sizes: Any = None,
+    padded_image_size: Any = None,
+    mask_stride: int = 4,
+) -> list[MaskGeometry]:
+    """Per image: the padded input size, the un-padded size inside it and the output size.
+
+    Args:
+        outputs: model outputs; `image_sizes [B, 2]` and `padded_image_size` (`[B, 2]` or the legacy `[2]`) are
+            read from them unless given.
+        batch_size: number of images.
+        mask_size: `(h, w)` of the mask logits.
+        target_sizes: one `(height, width)` per image (list or `[B, 2]` tensor); `None` keeps the un-padded size.
+        image_sizes, padded_image_size: override what the outputs report.
+        mask_stride: without a padded size, the padded input is `mask_stride x mask_size` (4: the models' mask
+            stride).
+
+    Raises:
+        ValueError: wrong number of sizes, an empty un-padded image (e.g. an all-zero `pixel_mask` row) or one
+            larger than the padded input.
+    """
+    if image_sizes is None:
+        image_sizes = outputs_field(outputs, "image_sizes")
+    if padded_image_size is None:
+        padded_image_size = outputs_field(outputs, "padded_image_size")
+    padded_rows = _size_rows(padded_image_size, batch_size, "padded_image_size")
+    if padded_rows is None:
+        padded_rows = [(mask_stride * int(mask_size[0]), mask_stride * int(mask_size[1]))] * batch_size
+    crop_rows = _size_rows(image_sizes, batch_size, "image_sizes") or padded_rows
+    if target_sizes is not None:
+        if isinstance(target_sizes, torch.Tensor | np.ndarray):
+            target_sizes = target_sizes.tolist()
+        target_sizes = list(target_sizes)
+        if len(target_sizes) != batch_size:
+            raise ValueError(
+                f"Got {len(target_sizes)} target sizes for a batch of {batch_size}; pass one (height, width) per "
+                "image."
+            )
+    geometry = []
+    for index, (padded, crop) in enumerate(zip(padded_rows, crop_rows)):
+        if min(crop) < 1:
+            raise ValueError(
+                f"Image {index} has an empty un-padded area (image_sizes {crop}): is its `pixel_mask` all zeros?"
+            )
+        if crop[0] > padded[0] or crop[1] > padded[1]:
+            raise ValueError(f"Image {index}: un-padded size {crop} is larger than the padded input size {padded}.")
+        output = crop if target_sizes is None else _as_size(target_sizes[index])
+        if min(output) < 1:
+            raise ValueError(f"Image {index}: target size {output} is empty.")
+        geometry.append(MaskGeometry(padded, crop, output))
+    return geometry
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -142,6 +289,19 @@ def upsample_crop_resize(
     return crop_and_resize_masks(upsample_masks(mask_logits, padded_size), crop_size, output_size)
 
 
+def resize_mask_logits(mask_logits: torch.Tensor, geometry: MaskGeometry) -> torch.Tensor:
+    """Mask logits at the model's resolution → the output size of `geometry` (:func:`upsample_crop_resize`).
+
+    Args:
+        mask_logits: ``[..., h, w]``.
+        geometry: the image's :class:`MaskGeometry`.
+
+    Returns:
+        ``[..., output_height, output_width]`` float logits.
+    """
+    return upsample_crop_resize(mask_logits, geometry.padded, geometry.crop, geometry.output)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Semantic
 # ----------------------------------------------------------------------------------------------------------------
@@ -160,6 +320,55 @@ def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch
     class_probs = mask_cls.float().softmax(-1)[:, :-1]
     mask_probs = mask_pred.float().sigmoid()
     return torch.einsum("qc,q...->c...", class_probs, mask_probs)
+
+
+def semantic_segmentation(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    geometry: MaskGeometry | None = None,
+    postprocess_before_inference: bool = False,
+    return_scores: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Semantic map (and optionally the class scores) of one image.
+
+    Without `geometry`, `mask_pred` is already at the output size. With it, the mask logits are upsampled to the
+    padded input, cropped, and either the `[K, h, w]` scores are then resized to the output size (default, the
+    original's semantic flow) or, with `postprocess_before_inference=True`, the mask logits are resized first
+    (the original's `SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE`).
+
+    Args:
+        mask_cls: ``[Q, K + 1]`` class logits.
+        mask_pred: ``[Q, h, w]`` mask logits.
+        geometry: the image's :class:`MaskGeometry` (``None``: no resizing).
+        postprocess_before_inference: resize the mask logits before combining them.
+        return_scores: also return the ``[K, H, W]`` scores.
+
+    Returns:
+        ``segmentation [H, W]`` int64 class ids and ``scores [K, H, W]`` (``None`` unless `return_scores`).
+    """
+    size = tuple(mask_pred.shape[-2:])
+    padded, crop, output_size = geometry if geometry is not None else (size, size, size)
+    class_probs = mask_cls.float().softmax(-1)[:, :-1]
+    if postprocess_before_inference:
+        masks = upsample_crop_resize(mask_pred, padded, crop, output_size)
+        pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())  # [H, W, K]
+    else:
+        # The original resizes the [K, h, w] scores. Resizing is linear, so when the output is smaller than the
+        # cropped input, resizing the [Q, h, w] mask probabilities first and combining them at the output size
+        # gives the same scores (up to float rounding) for less work.
+        masks = crop_and_resize_masks(upsample_masks(mask_pred, padded, pixel_major=True), crop)
+        if output_size[0] * output_size[1] < crop[0] * crop[1]:
+            mask_probs = upsample_masks(masks.float().sigmoid(), output_size, pixel_major=True)
+            pixel_scores = semantic_scores_per_pixel(class_probs, mask_probs)
+        else:
+            pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())
+            # resize the [K, h, w] scores (a channels-last view: the fast kernel), back to [H, W, K]
+            pixel_scores = upsample_masks(pixel_scores.permute(2, 0, 1), output_size, pixel_major=True)
+            pixel_scores = pixel_scores.permute(1, 2, 0)
+    # the argmax runs over the innermost (contiguous) dimension: several times faster than over [K, ...]
+    segmentation = pixel_scores.argmax(-1)
+    scores = pixel_scores.permute(2, 0, 1).contiguous() if return_scores else None
+    return segmentation, scores
 
 
 def semantic_scores_per_pixel(class_probs: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
@@ -303,23 +512,29 @@ def panoptic_inference(
     mask_threshold: float = 0.5,
     label_ids_to_fuse: Iterable[int] | None = None,
     intersect_with_mask: bool = True,
+    geometry: MaskGeometry | None = None,
 ) -> tuple[torch.Tensor, list[dict]]:
     """The original's ``panoptic_inference`` on one image.
 
     Args:
         mask_cls: ``[Q, K + 1]`` class logits.
-        mask_pred: ``[Q, ...]`` mask logits at the output resolution.
+        mask_pred: ``[Q, ...]`` mask logits at the output resolution, or ``[Q, h, w]`` at the model's with
+            `geometry` (then only the selected queries are resized).
         object_mask_threshold: class probability a query must exceed (``OBJECT_MASK_THRESHOLD``).
         overlap_threshold: see :func:`panoptic_from_selection`.
         mask_threshold: see :func:`panoptic_from_selection`.
         label_ids_to_fuse: stuff labels (the original fuses every non-thing class).
         intersect_with_mask: False for MaskFormer v1.
+        geometry: the image's :class:`MaskGeometry` (``None``: `mask_pred` is at the output size).
 
     Returns:
         ``(segmentation [...] int32, segments_info)`` as in :func:`panoptic_from_selection`.
     """
     query_indices, scores, labels = select_panoptic_queries(mask_cls, object_mask_threshold)
-    mask_probs = mask_pred[query_indices].float().sigmoid()
+    selected = mask_pred[query_indices]
+    if geometry is not None:
+        selected = resize_mask_logits(selected, geometry)
+    mask_probs = selected.float().sigmoid()
     return panoptic_from_selection(
         scores, labels, mask_probs, overlap_threshold, mask_threshold, label_ids_to_fuse, intersect_with_mask
     )
@@ -402,34 +617,121 @@ def instance_inference(
     top_k: int = 100,
     mask_threshold: float = 0.5,
     excluded_label_ids: Iterable[int] | None = None,
+    geometry: MaskGeometry | None = None,
+    threshold: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """The original's ``instance_inference`` on one image.
 
     Args:
         mask_cls: ``[Q, K + 1]`` class logits.
-        mask_pred: ``[Q, ...]`` mask logits at the output resolution.
+        mask_pred: ``[Q, ...]`` mask logits at the output resolution, or ``[Q, h, w]`` at the model's with
+            `geometry` (then only the selected queries are resized).
         top_k: ``TEST.DETECTIONS_PER_IMAGE``.
         mask_threshold: binarisation threshold on probabilities (0.5 = logit > 0, the original).
         excluded_label_ids: classes dropped after the top-k (the original's thing-only filter when
             panoptic output is on: pass the stuff classes).
+        geometry: the image's :class:`MaskGeometry` (``None``: `mask_pred` is at the output size).
+        threshold: ``None`` keeps every pair (the original). Otherwise only pairs with a final score
+            ``>= threshold`` and a non-empty mask are kept; pairs whose class probability is below it are dropped
+            before their masks are resized (exact: the final score never exceeds the class probability).
 
     Returns:
         dict with ``masks [n, ...]`` bool, ``scores [n]``, ``labels [n]`` and ``query_indices [n]``, sorted by
         decreasing score (the original leaves the order of ``topk(sorted=False)``).
     """
     class_scores, labels, query_indices = select_top_k_query_classes(mask_cls, top_k, excluded_label_ids)
+    if threshold is not None:
+        candidates = class_scores >= threshold
+        class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
     unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
+    logits = mask_pred[unique_queries]
+    if geometry is not None:
+        logits = resize_mask_logits(logits, geometry)
     unique_binary, unique_mask_scores = instance_scores_from_selection(
-        torch.ones(unique_queries.numel(), device=mask_cls.device), mask_pred[unique_queries], mask_threshold
+        torch.ones(unique_queries.numel(), device=mask_cls.device), logits, mask_threshold
     )
     scores = class_scores * unique_mask_scores[inverse]
-    order = torch.argsort(scores, descending=True, stable=True)
+    if threshold is None:
+        order = torch.argsort(scores, descending=True, stable=True)
+    else:
+        non_empty = unique_binary.flatten(1).any(1)[inverse]
+        order = ((scores >= threshold) & non_empty).nonzero().flatten()
+        order = order[torch.argsort(scores[order], descending=True, stable=True)]
     return {
         "masks": unique_binary[inverse[order]],
         "scores": scores[order],
         "labels": labels[order],
         "query_indices": query_indices[order],
     }
+
+
+def instance_id_map(
+    binary: torch.Tensor, overlap_mask_area_threshold: float, output_size: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Id map from score-sorted binary masks.
+
+    Each pixel goes to the highest-scoring mask covering it; masks with a visible fraction below
+    `overlap_mask_area_threshold` are dropped and the pixels re-assigned among the others (one pass: the visible
+    fraction of a survivor can only grow).
+
+    Args:
+        binary: ``[n, height, width]`` bool masks, by decreasing score.
+        overlap_mask_area_threshold: minimum visible fraction.
+        output_size: ``(height, width)``.
+
+    Returns:
+        The ``[height, width]`` int32 map (-1 = none, ids ``0..m-1`` in score order) and the indices ``[m]`` of
+        the surviving masks.
+    """
+
+    def assign(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        covered = masks.any(0)
+        winner = masks.to(torch.uint8).argmax(0)  # first (= best-scoring) covering mask
+        visible = torch.bincount(winner[covered], minlength=masks.shape[0])
+        return covered, winner, visible
+
+    device = binary.device
+    empty = torch.full(_as_size(output_size), -1, dtype=torch.int32, device=device)
+    candidates = torch.arange(binary.shape[0], device=device)
+    if candidates.numel() == 0:
+        return empty, candidates
+    _, _, visible = assign(binary)
+    ratio = visible.double() / binary.flatten(1).sum(1).double()
+    candidates = candidates[(ratio >= overlap_mask_area_threshold) & (visible > 0)]
+    if candidates.numel() == 0:
+        return empty, candidates
+    covered, winner, visible = assign(binary[candidates])
+    segmentation = torch.where(covered, winner.to(torch.int32), empty)
+    return segmentation, candidates
+
+
+def video_instance_inference(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    top_k: int = 10,
+    mask_threshold: float = 0.5,
+    geometry: MaskGeometry | None = None,
+) -> dict[str, torch.Tensor]:
+    """The original video Mask2Former's ``inference_video`` on one video: top-k (query, class) pairs, no mask score.
+
+    Args:
+        mask_cls: ``[Q, K + 1]`` class logits.
+        mask_pred: ``[Q, frames, h, w]`` mask logits (at the output size without `geometry`).
+        top_k: pairs kept (10 in the original), clamped to ``Q x K``.
+        mask_threshold: binarisation threshold on probabilities (strict; 0.5 = the original's logit > 0).
+        geometry: the video's :class:`MaskGeometry` (the same for every frame).
+
+    Returns:
+        dict with ``scores [n]`` (class probabilities, decreasing), ``labels [n]``, ``query_indices [n]`` and
+        ``masks [n, frames, H, W]`` bool.
+    """
+    scores, labels, query_indices = select_top_k_query_classes(mask_cls, top_k)
+    unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
+    logits = mask_pred[unique_queries].float()
+    if geometry is not None:
+        logits = resize_mask_logits(logits, geometry)
+    masks = logits > mask_logit_threshold(mask_threshold)
+    return {"scores": scores, "labels": labels, "query_indices": query_indices, "masks": masks[inverse]}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -484,3 +786,208 @@ def binary_mask_to_coco_rle(mask: torch.Tensor) -> dict:
     if bool(pixels[0]):
         counts = [0, *counts]
     return {"size": [int(height), int(width)], "counts": coco_rle_counts_to_string(counts)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The image processors' post-processing methods
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_mask_threshold(mask_threshold: float) -> None:
+    if not 0.0 < float(mask_threshold) < 1.0:
+        raise ValueError(f"`mask_threshold` is a mask probability and must be in (0, 1), got {mask_threshold}.")
+
+
+class SegmentationPostProcessingMixin:
+    """The `post_process_*` methods of the MaskFormer-family image processors.
+
+    `outputs` may be a ModelOutput or a plain dict with `class_queries_logits`, `masks_queries_logits` and
+    optionally `image_sizes [B, 2]` / `padded_image_size` (`[B, 2]` or `[2]`); values torch tensors or numpy
+    arrays. Subclasses set `panoptic_intersects_with_mask` (Mask2Former: True, MaskFormer v1: False).
+    """
+
+    panoptic_intersects_with_mask: bool = True
+
+    def post_process_semantic_segmentation(
+        self,
+        outputs: Any,
+        target_sizes: list[tuple[int, int]] | None = None,
+        return_segmentation_scores: bool = False,
+        postprocess_before_inference: bool = False,
+    ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
+        """Semantic segmentation maps (class id per pixel).
+
+        Class scores are ``sum_q softmax(class_logits)[q, :K] * sigmoid(mask_logits[q])``. The mask logits are
+        upsampled to the padded input size (`outputs.padded_image_size`), cropped to the image
+        (`outputs.image_sizes`), and either the `[K, h, w]` scores are then resized to `target_sizes` (default,
+        the original's semantic flow and transformers' order) or, with `postprocess_before_inference=True`, the
+        mask logits are resized first (the original's `SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE`).
+
+        Differences from transformers: transformers upsamples to a fixed 384x384 and never crops the padding.
+        Outputs without `image_sizes` / `padded_image_size` (e.g. transformers' own) use 4x the mask size and
+        no crop.
+
+        Args:
+            outputs: model outputs (a ModelOutput or a plain dict; torch tensors or numpy arrays) with
+                `class_queries_logits [B, Q, K+1]`, `masks_queries_logits [B, Q, h, w]` and optionally
+                `image_sizes [B, 2]` and `padded_image_size` (`[B, 2]`, or the legacy `[2]`).
+            target_sizes: one `(height, width)` per image; `None` gives the un-padded input size.
+            return_segmentation_scores: also return the `[K, height, width]` scores.
+            postprocess_before_inference: resize the mask logits before combining them (see above).
+
+        Returns:
+            One `[height, width]` int64 map per image, or `SemanticSegmentationPostProcessorOutput`s with
+            `segmentation` and `segmentation_scores` when `return_segmentation_scores`.
+        """
+        class_logits, mask_logits = query_logits(outputs)
+        geometry = image_geometry(outputs, class_logits.shape[0], mask_logits.shape[-2:], target_sizes)
+        results = []
+        for index, image in enumerate(geometry):
+            segmentation, scores = semantic_segmentation(
+                class_logits[index], mask_logits[index], image, postprocess_before_inference,
+                return_scores=return_segmentation_scores,
+            )
+            if return_segmentation_scores:
+                results.append(
+                    SemanticSegmentationPostProcessorOutput(
+                        data={"segmentation": segmentation, "segmentation_scores": scores}
+                    )
+                )
+            else:
+                results.append(segmentation)
+        return results
+
+    def post_process_instance_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        target_sizes: list[tuple[int, int]] | None = None,
+        return_coco_annotation: bool = False,
+        return_binary_maps: bool = False,
+        label_ids_to_fuse: Iterable[int] | None = None,
+        top_k: int | None = None,
+    ) -> list[dict]:
+        """Instance segmentation: top-k (query, class) pairs with mask-weighted scores.
+
+        The `top_k` (default: number of queries, as transformers) best (query, class) pairs by class probability
+        are taken over all `Q x K` pairs; pairs whose class is in `label_ids_to_fuse` (stuff classes) are then
+        dropped (the original's thing-only filter with panoptic output on). Each pair's mask logits are
+        upsampled to the padded input, cropped and resized to the target size, binarised at `mask_threshold`
+        (probability, strict: 0.5 is the original's `logit > 0`), and scored ``class prob x mean mask prob
+        inside the binary mask``. Pairs with `score >= threshold` and a non-empty mask are returned, by
+        decreasing score.
+
+        Output formats:
+
+        - default: `segmentation` is a `[height, width]` int32 id map (-1 = no instance). Instances compete for
+          pixels: each pixel goes to the highest-scoring instance covering it, and an instance keeps its id only
+          if at least `overlap_mask_area_threshold` of its mask is visible (one re-assignment pass after
+          dropping the others). `segments_info` lists the surviving instances, ids `0..n-1`.
+        - `return_binary_maps=True`: `[n, height, width]` float 0/1 masks, which may overlap; no overlap test.
+        - `return_coco_annotation=True`: a list of pycocotools RLE dicts (`{"size", "counts"}`), one per instance,
+          may overlap; no overlap test.
+
+        Differences from transformers: transformers resizes to 384x384, binarises before a nearest resize, uses
+        `mask_threshold` nowhere, ignores `overlap_mask_area_threshold`, keeps `topk(sorted=False)` order, fills
+        the id map with later-painted instances winning, and its RLE option encodes the id map, one RLE list per
+        id (including -1). With no instance, binary maps here are an empty `[0, height, width]` tensor.
+
+        Args:
+            outputs: see `post_process_semantic_segmentation`.
+            threshold: minimum final score.
+            mask_threshold: mask probability threshold for binarisation.
+            overlap_mask_area_threshold: minimum visible fraction in the id map (default output only).
+            target_sizes: one `(height, width)` per image; `None` gives the un-padded input size.
+            return_coco_annotation: return RLE dicts.
+            return_binary_maps: return stacked binary masks.
+            label_ids_to_fuse: stuff classes, excluded from instances.
+            top_k: number of (query, class) pairs considered (the original's `TEST.DETECTIONS_PER_IMAGE`).
+
+        Returns:
+            One dict per image: `segmentation` and `segments_info` (`id`, `label_id`, `was_fused` (False),
+            `score`).
+        """
+        if return_coco_annotation and return_binary_maps:
+            raise ValueError("`return_coco_annotation` and `return_binary_maps` cannot both be True.")
+        _check_mask_threshold(mask_threshold)
+        class_logits, mask_logits = query_logits(outputs)
+        top_k = class_logits.shape[1] if top_k is None else int(top_k)
+        geometry = image_geometry(outputs, class_logits.shape[0], mask_logits.shape[-2:], target_sizes)
+        results = []
+        for index, image in enumerate(geometry):
+            found = instance_inference(
+                class_logits[index], mask_logits[index], top_k, mask_threshold, label_ids_to_fuse, image,
+                threshold=threshold,
+            )
+            binary = found["masks"]
+            if return_binary_maps:
+                segmentation, survivors = binary.float(), torch.arange(binary.shape[0], device=binary.device)
+            elif return_coco_annotation:
+                segmentation = [binary_mask_to_coco_rle(mask) for mask in binary]
+                survivors = torch.arange(binary.shape[0], device=binary.device)
+            else:
+                segmentation, survivors = instance_id_map(binary, overlap_mask_area_threshold, image.output)
+            segments_info = [
+                {"id": new_id, "label_id": int(label), "was_fused": False, "score": float(score)}
+                for new_id, (label, score) in enumerate(
+                    zip(found["labels"][survivors].tolist(), found["scores"][survivors].tolist())
+                )
+            ]
+            results.append({"segmentation": segmentation, "segments_info": segments_info})
+        return results
+
+    def post_process_panoptic_segmentation(
+        self,
+        outputs: Any,
+        threshold: float = 0.8,
+        mask_threshold: float = 0.5,
+        overlap_mask_area_threshold: float = 0.8,
+        label_ids_to_fuse: Iterable[int] | None = None,
+        target_sizes: list[tuple[int, int]] | None = None,
+    ) -> list[dict]:
+        """Panoptic segmentation (the original's `panoptic_inference`).
+
+        Queries whose best class is not no-object with probability `> threshold` are kept; only their masks are
+        upsampled to the padded input, cropped and resized to the target size. Each pixel goes to the kept query
+        with the largest ``class prob x mask prob``. A query becomes a segment when its arg-max area is at least
+        `overlap_mask_area_threshold` of its own area (`mask prob >= mask_threshold`) and its final area is not
+        empty. Mask2Former's segment is the arg-max area intersected with `mask prob >= mask_threshold`;
+        MaskFormer v1's (`SeriesMaskFormerImageProcessor`) is the arg-max area alone. Queries whose label is in
+        `label_ids_to_fuse` share one segment per label (the original fuses every stuff class).
+
+        Differences from transformers: 384x384 resize and no crop there; transformers never intersects with the
+        mask threshold, keeps a query when the area ratio is strictly greater than the threshold (the original:
+        greater or equal), lists a fused label once per query (here once per segment id, with the score of its
+        first query) and returns a map of -1 when nothing is found (here 0 = no segment, always).
+
+        Args:
+            outputs: see `post_process_semantic_segmentation`.
+            threshold: class probability a query must exceed (`OBJECT_MASK_THRESHOLD`).
+            mask_threshold: mask probability threshold.
+            overlap_mask_area_threshold: minimum visible fraction (`OVERLAP_THRESHOLD`).
+            label_ids_to_fuse: labels whose instances are merged (stuff classes); `None` fuses nothing.
+            target_sizes: one `(height, width)` per image; `None` gives the un-padded input size.
+
+        Returns:
+            One dict per image: `segmentation` (`[height, width]` int32 segment ids, 0 = none) and
+            `segments_info` (`id`, `label_id`, `was_fused`, `score`).
+        """
+        _check_mask_threshold(mask_threshold)
+        class_logits, mask_logits = query_logits(outputs)
+        geometry = image_geometry(outputs, class_logits.shape[0], mask_logits.shape[-2:], target_sizes)
+        results = []
+        for index, image in enumerate(geometry):
+            segmentation, segments_info = panoptic_inference(
+                class_logits[index],
+                mask_logits[index],
+                object_mask_threshold=threshold,
+                overlap_threshold=overlap_mask_area_threshold,
+                mask_threshold=mask_threshold,
+                label_ids_to_fuse=label_ids_to_fuse,
+                intersect_with_mask=self.panoptic_intersects_with_mask,
+                geometry=image,
+            )
+            results.append({"segmentation": segmentation, "segments_info": segments_info})
+        return results

@@ -8,9 +8,7 @@ size and thresholded at 0; the top-k (query, class) pairs by class probability (
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -19,7 +17,7 @@ from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.processing_utils import Unpack, VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 
-from .post_processing import binary_mask_to_coco_rle, select_top_k_query_classes, upsample_crop_resize
+from .post_processing import binary_mask_to_coco_rle, image_geometry, query_logits, video_instance_inference
 from .target_encoding import encode_video_targets, resized_image_size
 from .target_encoding import shortest_edge_resize_size as shortest_edge_resize_size  # re-exported
 
@@ -42,11 +40,6 @@ class SeriesVideoMask2FormerVideoProcessorKwargs(VideosKwargs, total=False):
     instance_masks: list | None
     instance_class_labels: list | None
     return_segment_maps: bool
-
-
-def _outputs_field(outputs: Any, name: str) -> Any:
-    value = outputs.get(name) if isinstance(outputs, Mapping) else getattr(outputs, name, None)
-    return value
 
 
 class SeriesVideoMask2FormerVideoProcessor(BaseVideoProcessor):
@@ -173,50 +166,40 @@ class SeriesVideoMask2FormerVideoProcessor(BaseVideoProcessor):
         return_coco_annotation: bool = False,
         image_sizes: Sequence[tuple[int, int]] | torch.Tensor | None = None,
         padded_image_size: tuple[int, int] | torch.Tensor | None = None,
+        mask_threshold: float = 0.5,
     ) -> list[list[dict[str, Any]]]:
-        """The original `inference_video` for every video of the batch.
+        """The original `inference_video` for every video of the batch (`post_processing.video_instance_inference`).
 
         Args:
-            outputs: the model's output (`class_queries_logits [batch, queries, K + 1]`, `masks_queries_logits
-                [batch, queries, frames, h, w]`, and the input geometry `image_sizes` / `padded_image_size`).
+            outputs: the model's output, a ModelOutput or a plain dict (torch tensors or numpy arrays):
+                `class_queries_logits [batch, queries, K + 1]`, `masks_queries_logits [batch, queries, frames, h,
+                w]`, and the input geometry `image_sizes [batch, 2]` / `padded_image_size` (`[batch, 2]` or `[2]`).
             target_sizes: per video the output `(height, width)` (the original frame size); `None` keeps the
                 un-padded input size.
             top_k: (query, class) pairs kept per video (10 in the original), clamped to `queries × K`.
             return_coco_annotation: segmentations as COCO RLE dicts instead of bool tensors.
             image_sizes, padded_image_size: override the geometry the model reports (the un-padded `(h, w)` of
                 each video inside the padded input, and the padded input size).
+            mask_threshold: mask probability threshold, in (0, 1) (strict; 0.5 = the original's logit > 0).
 
         Returns:
             Per video, a list (by decreasing score) of `{"score": float, "label_id": int, "query_index": int,
             "segmentations": [frames × (bool [height, width] tensor or RLE dict)]}`.
         """
-        class_logits = _outputs_field(outputs, "class_queries_logits")
-        mask_logits = _outputs_field(outputs, "masks_queries_logits")
-        if class_logits is None or mask_logits is None or mask_logits.dim() != 5:
-            raise ValueError(
-                "outputs must carry class_queries_logits [batch, queries, K + 1] and masks_queries_logits "
-                "[batch, queries, frames, h, w]"
-            )
-        batch = class_logits.shape[0]
-        image_sizes = image_sizes if image_sizes is not None else _outputs_field(outputs, "image_sizes")
-        padded_image_size = (
-            padded_image_size if padded_image_size is not None else _outputs_field(outputs, "padded_image_size")
+        if not 0.0 < float(mask_threshold) < 1.0:
+            raise ValueError(f"mask_threshold must be in (0, 1), got {mask_threshold}")
+        class_logits, mask_logits = query_logits(outputs, spatial_dims=3)
+        geometry = image_geometry(
+            outputs, class_logits.shape[0], mask_logits.shape[-2:], target_sizes, image_sizes=image_sizes,
+            padded_image_size=padded_image_size, mask_stride=1,
         )
-        if padded_image_size is None:
-            padded_image_size = tuple(mask_logits.shape[-2:])
-        if image_sizes is None:
-            image_sizes = [tuple(int(v) for v in padded_image_size)] * batch
-        if target_sizes is not None and len(target_sizes) != batch:
-            raise ValueError(f"got {len(target_sizes)} target_sizes for {batch} videos")
         results = []
-        for index in range(batch):
-            scores, labels, queries = select_top_k_query_classes(class_logits[index], top_k)
-            crop_size = image_sizes[index]
-            output_size = target_sizes[index] if target_sizes is not None else None
-            masks = upsample_crop_resize(mask_logits[index][queries].float(), padded_image_size, crop_size, output_size)
-            masks = masks > 0
+        for index, video in enumerate(geometry):
+            found = video_instance_inference(class_logits[index], mask_logits[index], top_k, mask_threshold, video)
             video_results = []
-            for score, label, query, tube in zip(scores.tolist(), labels.tolist(), queries.tolist(), masks):
+            for score, label, query, tube in zip(
+                found["scores"].tolist(), found["labels"].tolist(), found["query_indices"].tolist(), found["masks"]
+            ):
                 frames = [binary_mask_to_coco_rle(frame) for frame in tube] if return_coco_annotation else list(tube)
                 video_results.append(
                     {"score": score, "label_id": int(label), "query_index": int(query), "segmentations": frames}
@@ -224,53 +207,3 @@ class SeriesVideoMask2FormerVideoProcessor(BaseVideoProcessor):
             results.append(video_results)
         return results
 
-
-def youtube_vis_results(
-    predictions: Sequence[Sequence[Mapping[str, Any]]],
-    video_ids: Sequence[int],
-    label_id_to_category_id: Mapping[int, int] | None = None,
-) -> list[dict[str, Any]]:
-    """YouTube-VIS results entries (the original `instances_to_coco_json_video`).
-
-    Args:
-        predictions: per video, the list returned by `post_process_video_instance_segmentation`.
-        video_ids: the dataset's id of each video.
-        label_id_to_category_id: contiguous label id → dataset category id (default: `label_id + 1`, the
-            YouTube-VIS categories 1..40).
-
-    Returns:
-        One `{"video_id", "score", "category_id", "segmentations": [RLE per frame, counts as str]}` per prediction.
-    """
-    if len(predictions) != len(video_ids):
-        raise ValueError(f"got {len(predictions)} prediction lists for {len(video_ids)} video ids")
-    entries = []
-    for video_id, video_predictions in zip(video_ids, predictions):
-        for prediction in video_predictions:
-            label = int(prediction["label_id"])
-            category = label_id_to_category_id[label] if label_id_to_category_id is not None else label + 1
-            segmentations = [
-                frame if isinstance(frame, Mapping) else binary_mask_to_coco_rle(frame)
-                for frame in prediction["segmentations"]
-            ]
-            entries.append(
-                {
-                    "video_id": int(video_id),
-                    "score": float(prediction["score"]),
-                    "category_id": int(category),
-                    "segmentations": segmentations,
-                }
-            )
-    return entries
-
-
-def write_youtube_vis_results(
-    path: str | os.PathLike,
-    predictions: Sequence[Sequence[Mapping[str, Any]]],
-    video_ids: Sequence[int],
-    label_id_to_category_id: Mapping[int, int] | None = None,
-) -> list[dict[str, Any]]:
-    """Write the YouTube-VIS results JSON (see `youtube_vis_results`) and return its entries."""
-    entries = youtube_vis_results(predictions, video_ids, label_id_to_category_id)
-    with open(path, "w") as handle:
-        json.dump(entries, handle)
-    return entries

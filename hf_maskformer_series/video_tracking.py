@@ -22,6 +22,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from .modeling_outputs import SeriesVideoInstanceSegmentationOutput
+from .post_processing import image_geometry
 
 
 def associate_queries(previous: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
@@ -125,9 +126,10 @@ def windowed_video_inference(
             pixel_mask=None if clip_mask is None else clip_mask.to(device),
             output_auxiliary_logits=False,
         )
-        if padded_size is not None and tuple(outputs.padded_image_size.tolist()) != padded_size:
+        (clip_geometry,) = image_geometry(outputs, 1, outputs.masks_queries_logits.shape[-2:])
+        if padded_size is not None and clip_geometry.padded != padded_size:
             raise ValueError("every frame of a video must have the same (padded) size")
-        padded_size = tuple(outputs.padded_image_size.tolist())
+        padded_size = clip_geometry.padded
         image_sizes = outputs.image_sizes
         embeddings = outputs.query_embeddings[0]
         order = (
@@ -156,5 +158,5 @@ def windowed_video_inference(
         masks_queries_logits=masks.unsqueeze(0),
         query_embeddings=previous_embeddings.unsqueeze(0),
         image_sizes=image_sizes,
-        padded_image_size=torch.tensor(padded_size),
+        padded_image_size=torch.tensor([padded_size]),
     )

@@ -10,11 +10,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from hf_maskformer_series.video_processing import (
-    SeriesVideoMask2FormerVideoProcessor,
-    shortest_edge_resize_size,
-    write_youtube_vis_results,
-)
+from hf_maskformer_series.data.youtube_vis import write_youtube_vis_results
+from hf_maskformer_series.video_processing import SeriesVideoMask2FormerVideoProcessor, shortest_edge_resize_size
 
 
 def _frames(count: int, height: int, width: int, value: int = 128) -> list[Image.Image]:

@@ -33,6 +33,8 @@ from .youtube_vis import (
     load_youtube_vis,
     read_youtube_vis_categories,
     sample_clip_indices,
+    write_youtube_vis_results,
+    youtube_vis_results,
 )
 
 __all__ = [
@@ -66,5 +68,7 @@ __all__ = [
     "read_youtube_vis_categories",
     "rgb_to_id",
     "sample_clip_indices",
+    "write_youtube_vis_results",
+    "youtube_vis_results",
     "verify_panoptic_png",
 ]

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
 from PIL import Image
 
+from ..post_processing import binary_mask_to_coco_rle
 from .coco_panoptic import read_json
 from .masks import decode_segmentation
 
@@ -38,6 +41,8 @@ __all__ = [
     "load_youtube_vis",
     "read_youtube_vis_categories",
     "sample_clip_indices",
+    "write_youtube_vis_results",
+    "youtube_vis_results",
 ]
 
 VIDEO_FEATURES = datasets.Features(
@@ -251,3 +256,57 @@ def augment_clip(frames: list[Image.Image], masks: np.ndarray, rng: np.random.Ge
                                                                                        Image.NEAREST)).astype(bool)
             out_masks[n, t] = resized[:, ::-1] if flip else resized
     return out_frames, out_masks
+
+
+def youtube_vis_results(
+    predictions: Sequence[Sequence[Mapping[str, Any]]],
+    video_ids: Sequence[int],
+    label_id_to_category_id: Mapping[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """YouTube-VIS results entries (the original `instances_to_coco_json_video`).
+
+    Args:
+        predictions: per video, the list returned by the video processor's `post_process_video_instance_segmentation`.
+        video_ids: the dataset's id of each video.
+        label_id_to_category_id: contiguous label id → dataset category id (default: `label_id + 1`, the
+            YouTube-VIS categories 1..40).
+
+    Returns:
+        One `{"video_id", "score", "category_id", "segmentations": [RLE per frame, counts as str]}` per prediction.
+    """
+    if len(predictions) != len(video_ids):
+        raise ValueError(f"got {len(predictions)} prediction lists for {len(video_ids)} video ids")
+    entries = []
+    for video_id, video_predictions in zip(video_ids, predictions):
+        for prediction in video_predictions:
+            label = int(prediction["label_id"])
+            category = label_id_to_category_id[label] if label_id_to_category_id is not None else label + 1
+            segmentations = [
+                frame if isinstance(frame, Mapping) else binary_mask_to_coco_rle(frame)
+                for frame in prediction["segmentations"]
+            ]
+            entries.append(
+                {
+                    "video_id": int(video_id),
+                    "score": float(prediction["score"]),
+                    "category_id": int(category),
+                    "segmentations": segmentations,
+                }
+            )
+    return entries
+
+
+def write_youtube_vis_results(
+    path: str | os.PathLike,
+    predictions: Sequence[Sequence[Mapping[str, Any]]],
+    video_ids: Sequence[int],
+    label_id_to_category_id: Mapping[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """Write the YouTube-VIS results JSON (see `youtube_vis_results`) atomically and return its entries."""
+    entries = youtube_vis_results(predictions, video_ids, label_id_to_category_id)
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w") as handle:
+        json.dump(entries, handle)
+    os.replace(temporary, path)  # atomic: a reader never sees a half-written file
+    return entries
