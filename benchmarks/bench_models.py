@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -124,35 +123,27 @@ class Family:
     their_model: str  # class name in transformers
     their_config: str
     their_processor: str
-    our_module: str  # module of hf_maskformer_series
-    our_model: str
+    our_model: str  # class names exported by hf_maskformer_series
     our_processor: str
 
 
 FAMILIES = {
     "mask2former": Family(
         "mask2former", "Mask2FormerForUniversalSegmentation", "Mask2FormerConfig", "Mask2FormerImageProcessor",
-        "modeling_mask2former", "SeriesMask2FormerForUniversalSegmentation", "SeriesMask2FormerImageProcessor",
+        "SeriesMask2FormerForUniversalSegmentation", "SeriesMask2FormerImageProcessor",
     ),
     "maskformer": Family(
         "maskformer", "MaskFormerForInstanceSegmentation", "MaskFormerConfig", "MaskFormerImageProcessor",
-        "modeling_maskformer", "SeriesMaskFormerForInstanceSegmentation", "SeriesMaskFormerImageProcessor",
+        "SeriesMaskFormerForInstanceSegmentation", "SeriesMaskFormerImageProcessor",
     ),
 }
 
 
-def our_class(module: str, name: str) -> type | None:
-    """A class of this package, or None while it does not exist yet."""
-    try:
-        return getattr(importlib.import_module(f"hf_maskformer_series.{module}"), name)
-    except (ImportError, AttributeError):
-        return None
+def our_class(name: str) -> type:
+    """A class exported by `hf_maskformer_series`."""
+    import hf_maskformer_series
 
-
-def family_available(family: Family) -> bool:
-    return our_class(family.our_module, family.our_model) is not None and our_class(
-        "image_processing", family.our_processor
-    ) is not None
+    return getattr(hf_maskformer_series, name)
 
 
 def backbone_config(name: str, quick: bool):
@@ -243,12 +234,12 @@ def build_pair(family: Family, backbone: str, settings: Settings, workdir: Path)
     theirs = getattr(transformers, family.their_model)(their_config(family, backbone, settings.quick))
     _spread_untrained_parameters(theirs, class_scale=1.0 if settings.quick else 8.0)
     their_processor = getattr(transformers, family.their_processor)(size=settings.processor_size)
-    our_processor = our_class("image_processing", family.our_processor)(size=settings.processor_size)
+    our_processor = our_class(family.our_processor)(size=settings.processor_size)
     their_dir = workdir / f"{family.name}-{backbone}-transformers"
     our_dir = workdir / f"{family.name}-{backbone}-ours"
     theirs.save_pretrained(their_dir)
     their_processor.save_pretrained(their_dir)
-    our_model_class = our_class(family.our_module, family.our_model)
+    our_model_class = our_class(family.our_model)
     ours, info = our_model_class.from_pretrained(their_dir, output_loading_info=True)
     load_info = "; ".join(f"{key}: {sorted(value)[:5]}" for key, value in info.items() if value) or "all keys matched"
     ours.save_pretrained(our_dir)
@@ -608,27 +599,21 @@ def _threshold_keeping(pair: ModelPair, image, count: int) -> float:
 
 
 def build_pipelines(pair: ModelPair, settings: Settings):
-    """`pipeline("image-segmentation")` from both saved folders. Returns (ours, theirs, note)."""
+    """`pipeline("image-segmentation")` from both saved folders (Auto classes). Returns (ours, theirs)."""
     from transformers import pipeline
 
     device = torch.device(settings.device)
     their_pipe = pipeline("image-segmentation", model=str(pair.their_dir), device=device)
-    note = ""
-    try:
-        our_pipe = pipeline("image-segmentation", model=str(pair.our_dir), device=device)
-        if type(our_pipe.image_processor).__name__ != pair.family.our_processor:
-            raise ValueError(f"AutoImageProcessor gave {type(our_pipe.image_processor).__name__}")
-    except Exception as error:  # the processor is not registered with AutoImageProcessor (yet)
-        processor = type(pair.our_processor).from_pretrained(pair.our_dir)
-        our_pipe = pipeline("image-segmentation", model=str(pair.our_dir), image_processor=processor, device=device)
-        note = f"processor passed explicitly ({type(error).__name__}: {str(error)[:80]})"
-    return our_pipe, their_pipe, note
+    our_pipe = pipeline("image-segmentation", model=str(pair.our_dir), device=device)
+    if type(our_pipe.image_processor).__name__ != pair.family.our_processor:
+        raise ValueError(f"AutoImageProcessor gave {type(our_pipe.image_processor).__name__} for {pair.our_dir}")
+    return our_pipe, their_pipe
 
 
 def bench_pipeline(pair: ModelPair, settings: Settings) -> list[Result]:
     height, width = settings.image_size
     image = random_image(height, width, seed=5)
-    our_pipe, their_pipe, note = build_pipelines(pair, settings)
+    our_pipe, their_pipe = build_pipelines(pair, settings)
     threshold = _threshold_keeping(pair, image, settings.num_segments)
     a, b = our_pipe(image, threshold=threshold), their_pipe(image, threshold=threshold)
     our_labels = sorted(annotation["label"] for annotation in a)
@@ -649,7 +634,7 @@ def bench_pipeline(pair: ModelPair, settings: Settings) -> list[Result]:
             f"{pixels:.2%} pixels same label")
     ours_s, theirs_s = timed_pair(settings, lambda: our_pipe(image, threshold=threshold),
                                   lambda: their_pipe(image, threshold=threshold), warmup=0)
-    note = f"threshold {threshold:.4f} (keeps {settings.num_segments} queries)" + (f"; {note}" if note else "")
+    note = f"threshold {threshold:.4f} (keeps {settings.num_segments} queries)"
     return [Result("pipeline", pair.label, f"panoptic, {width}×{height} image", ours_s, theirs_s, text,
                    diff <= LOGIT_ATOL, note=note, target=TARGETS["pipeline"])]
 
@@ -664,7 +649,7 @@ def _load_for_training(family: Family, implementation: str, folder: str, device:
         model = getattr(transformers, family.their_model).from_pretrained(folder)
     else:
         # the same computation as transformers: its backbone BatchNorm trains (ours defaults to frozen BN)
-        model = our_class(family.our_module, family.our_model).from_pretrained(
+        model = our_class(family.our_model).from_pretrained(
             folder, freeze_backbone_batch_norm=False
         )
     return model.to(device).train()
@@ -760,8 +745,8 @@ def bench_train(pair: ModelPair, settings: Settings) -> list[Result]:
 
 def _video_model(image_model):
     """Our video model with the image model's sizes and weights."""
-    video_class = our_class("modeling_video_mask2former", "SeriesVideoMask2FormerForVideoInstanceSegmentation")
-    config_class = our_class("configuration_video_mask2former", "SeriesVideoMask2FormerConfig")
+    video_class = our_class("SeriesVideoMask2FormerForVideoInstanceSegmentation")
+    config_class = our_class("SeriesVideoMask2FormerConfig")
     video = video_class(config_class.from_image_config(image_model.config))
     keys = video.load_state_dict(image_model.state_dict(), strict=False)
     return video, keys
@@ -776,7 +761,7 @@ def video_memory_child(args: argparse.Namespace) -> dict:
     if args.implementation == "theirs":
         model = getattr(transformers, family.their_model).from_pretrained(args.folder)
     else:
-        model = our_class(family.our_module, family.our_model).from_pretrained(args.folder)
+        model = our_class(family.our_model).from_pretrained(args.folder)
         if args.implementation == "video":
             model, _ = _video_model(model)
     model.to(args.device).eval()
@@ -798,8 +783,6 @@ def bench_video(pair: ModelPair, settings: Settings) -> list[Result]:
     run instead, its image model on every frame (and ours, the same way). Memory: peak above the loaded model, each
     measured in a fresh process.
     """
-    if our_class("modeling_video_mask2former", "SeriesVideoMask2FormerForVideoInstanceSegmentation") is None:
-        return []
     video, keys = _video_model(pair.ours)
     video.to(settings.device).eval()
     size = settings.video_size
@@ -848,6 +831,16 @@ def bench_video(pair: ModelPair, settings: Settings) -> list[Result]:
     return results
 
 
+SECTION_RUNNERS = {
+    "processor": bench_processor,
+    "forward": bench_forward,
+    "postprocess": bench_postprocess,
+    "pipeline": bench_pipeline,
+    "train": bench_train,
+    "video": bench_video,
+}
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------------------------------
@@ -883,9 +876,6 @@ def run_benchmarks(settings: Settings, log=print) -> tuple[list[Result], dict]:
     with tempfile.TemporaryDirectory(prefix="bench_models_") as workdir:
         for family_name in settings.families:
             family = FAMILIES[family_name]
-            if not family_available(family):
-                log(f"[skip] {family.our_model} / {family.our_processor} not available")
-                continue
             for backbone_index, backbone in enumerate(settings.backbones):
                 started = time.perf_counter()
                 pair = build_pair(family, backbone, settings, Path(workdir))
@@ -895,7 +885,7 @@ def run_benchmarks(settings: Settings, log=print) -> tuple[list[Result], dict]:
                 sections = [section for section in sections if section != "video" or family.name == "mask2former"]
                 for section in sections:
                     started = time.perf_counter()
-                    section_results = globals()[f"bench_{section}"](pair, settings)
+                    section_results = SECTION_RUNNERS[section](pair, settings)
                     for result in section_results:
                         log(f"  {result.section:11s} {result.case:45s} ours {format_seconds(result.ours_s):>9s} "
                             f"theirs {format_seconds(result.theirs_s):>9s} ×{result.speedup:.2f}  "

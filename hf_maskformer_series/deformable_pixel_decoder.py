@@ -49,7 +49,9 @@ class MultiScaleLayout:
             points.append(torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), dim=-1))
         # padding is never masked (valid ratios are 1), so every level sees the same normalised point
         reference = torch.cat(points, dim=0)[None, :, None, :].expand(1, -1, len(spatial_shapes_list), 2)
-        return cls(spatial_shapes_list, spatial_shapes, level_start_index, reference.to(dtype))
+        # sampling coordinates stay at least float32 (bfloat16 would move points by up to ~0.1 pixel)
+        reference = reference.to(torch.promote_types(dtype, torch.float32))
+        return cls(spatial_shapes_list, spatial_shapes, level_start_index, reference)
 
 
 class DeformableAttentionLayer(nn.Module):
@@ -94,10 +96,14 @@ class DeformableAttentionLayer(nn.Module):
         value = self.value_proj(hidden_states).view(batch, length, self.n_heads, self.embed_dim // self.n_heads)
         offsets = self.sampling_offsets(query).view(batch, length, self.n_heads, self.n_levels, self.n_points, 2)
         weights = self.attention_weights(query).view(batch, length, self.n_heads, self.n_levels * self.n_points)
-        weights = weights.softmax(-1).view(batch, length, self.n_heads, self.n_levels, self.n_points)
+        # softmax and sampling locations in (at least) float32: the op computes half-precision inputs in float32
+        reference_points = layout.reference_points
+        weights = weights.to(reference_points.dtype).softmax(-1)
+        weights = weights.view(batch, length, self.n_heads, self.n_levels, self.n_points)
         # offsets are in pixels of each level: normalise by (W_l, H_l)
-        normalizer = layout.spatial_shapes.flip(-1).to(offsets.dtype)
-        locations = layout.reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        normalizer = layout.spatial_shapes.flip(-1).to(reference_points.dtype)
+        offsets = offsets.to(reference_points.dtype) / normalizer[None, None, None, :, None, :]
+        locations = reference_points[:, :, None, :, None, :] + offsets
         output = self.attn(
             value,
             layout.spatial_shapes,

@@ -1,7 +1,8 @@
-"""When to use the compiled deformable-attention kernel from the Hub, and how it is loaded.
+"""The deformable-attention layer, and when it uses the compiled kernel from the Hub and how that is loaded.
 
-The Mask2Former pixel decoders run `MultiScaleDeformableAttention` (see `ms_deform_attn.py`). On CUDA, the
-prebuilt kernel of the Hub repository `kernels-community/deformable-detr` (version 1, layer
+The Mask2Former pixel decoders run the layer `MultiScaleDeformableAttention` defined here: it dispatches each call
+to the loaded Hub kernel or to the exact pure-PyTorch op `ms_deform_attn.multi_scale_deformable_attention`, and
+this module holds the kernel state (loaded kernels, the process-wide runtime failure). On CUDA, the prebuilt kernel of the Hub repository `kernels-community/deformable-detr` (version 1, layer
 `MultiScaleDeformableAttention`) is loaded with the `kernels` package (`kernels.kernelize` with the pinned
 mapping of `kernel_mapping()`); everywhere else the exact pure-PyTorch fallback runs. This package ships no
 compiled code and calls `kernels` directly (transformers 5.x only enables its own integration for
@@ -34,21 +35,27 @@ import socket
 import sys
 import threading
 import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .ms_deform_attn import (
-    KERNEL_LAYER_NAME,
-    HubKernel,
-    MultiScaleDeformableAttention,
-    _is_tracing,
-    hub_kernel_failure,
-    register_hub_kernel,
-)
+from .ms_deform_attn import is_tracing, multi_scale_deformable_attention
+
+try:
+    from kernels import use_kernel_forward_from_hub
+except ImportError:  # `kernels` is a dependency, but the layer must keep working without it
+
+    def use_kernel_forward_from_hub(layer_name: str, condition=None):
+        return lambda cls: cls
+
 
 logger = logging.getLogger(__name__)
+
+KERNEL_LAYER_NAME = "MultiScaleDeformableAttention"
+"""Layer name shared by the kernel mapping and the `use_kernel_forward_from_hub` decorator."""
 
 KERNEL_REPO_ID = "kernels-community/deformable-detr"
 KERNEL_VERSION = 1
@@ -60,6 +67,143 @@ PATH_KERNEL = "kernel"
 PATH_FALLBACK = "fallback"
 
 _load_failures: dict[str, str] = {}  # repository key -> why loading failed (once per process)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Kernel state and the layer that dispatches to the kernel or the PyTorch op
+
+
+@dataclass(frozen=True)
+class HubKernel:
+    """A loaded Hub kernel layer.
+
+    Attributes:
+        key: identifies the kernel (repository and version or path).
+        forward: the kernel layer's unbound `forward(self, value, ...)`.
+        device_type: device type the kernel was loaded for ("cuda"; tests use "cpu").
+        has_backward: whether the kernel supports autograd.
+    """
+
+    key: str
+    forward: Callable
+    device_type: str
+    has_backward: bool = True
+
+
+_HUB_KERNELS: dict[str, HubKernel] = {}
+_runtime_failure: list[str] = []  # the first runtime failure, once the kernel is disabled for the process
+
+
+def register_hub_kernel(kernel: HubKernel) -> None:
+    """Make `kernel` available to instances whose `_hub_kernel_key` is `kernel.key`."""
+    _HUB_KERNELS[kernel.key] = kernel
+
+
+def hub_kernel_failure() -> str | None:
+    """The runtime failure that disabled the Hub kernel for this process, if any."""
+    return _runtime_failure[0] if _runtime_failure else None
+
+
+def reset_hub_kernel_state() -> None:
+    """Forget loaded kernels and runtime failures (for tests)."""
+    _HUB_KERNELS.clear()
+    _runtime_failure.clear()
+
+
+def _disable_hub_kernel(error: Exception) -> None:
+    if not _runtime_failure:
+        _runtime_failure.append(f"{type(error).__name__}: {error}")
+        logger.warning(
+            "The Hub deformable-attention kernel failed at runtime (%s: %s); it is disabled for this process and "
+            "the PyTorch implementation is used from now on.",
+            type(error).__name__,
+            error,
+        )
+
+
+def _kernel_accepts(
+    kernel: HubKernel,
+    value: torch.Tensor,
+    value_spatial_shapes: torch.Tensor,
+    level_start_index: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    im2col_step: int,
+) -> bool:
+    """The compiled op's own input requirements (it asserts on them instead of falling back)."""
+    tensors = (value, value_spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if any(t.device.type != kernel.device_type or not t.is_contiguous() for t in tensors):
+        return False
+    batch = value.shape[0]
+    if im2col_step < 1 or batch % min(batch, im2col_step) != 0:
+        return False
+    if not kernel.has_backward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return True
+
+
+@use_kernel_forward_from_hub(KERNEL_LAYER_NAME)
+class MultiScaleDeformableAttention(nn.Module):
+    """The deformable-attention op (no parameters), with the Hub kernel layer's forward signature.
+
+    `kernels.kernelize` (through `maybe_kernelize`) installs the compiled kernel; otherwise, and
+    whenever the kernel cannot take the call, the pure-PyTorch `multi_scale_deformable_attention` runs.
+    """
+
+    def forward(
+        self,
+        value: torch.Tensor,
+        value_spatial_shapes: torch.Tensor,
+        value_spatial_shapes_list: list[tuple[int, int]],
+        level_start_index: torch.Tensor,
+        sampling_locations: torch.Tensor,
+        attention_weights: torch.Tensor,
+        im2col_step: int,
+    ) -> torch.Tensor:
+        """
+        Args:
+            value: `[batch, sum(H_l * W_l), heads, head_dim]`.
+            value_spatial_shapes: LongTensor `[levels, 2]`, `(H_l, W_l)`.
+            value_spatial_shapes_list: the same as Python ints.
+            level_start_index: LongTensor `[levels]`, first position of each level in `value`.
+            sampling_locations: `[batch, queries, heads, levels, points, 2]`, (x, y) in [0, 1].
+            attention_weights: `[batch, queries, heads, levels, points]`.
+            im2col_step: batch chunk of the compiled kernel (ignored by the fallback).
+
+        Returns:
+            `[batch, queries, heads * head_dim]`.
+        """
+        if not is_tracing() and not _runtime_failure:
+            kernel = _HUB_KERNELS.get(self.__dict__.get("_hub_kernel_key"))
+            if kernel is not None and _kernel_accepts(
+                kernel,
+                value,
+                value_spatial_shapes,
+                level_start_index,
+                sampling_locations,
+                attention_weights,
+                im2col_step,
+            ):
+                try:
+                    return kernel.forward(
+                        self,
+                        value,
+                        value_spatial_shapes,
+                        value_spatial_shapes_list,
+                        level_start_index,
+                        sampling_locations,
+                        attention_weights,
+                        im2col_step,
+                    )
+                except Exception as error:  # noqa: BLE001 - any kernel failure falls back
+                    _disable_hub_kernel(error)
+        return multi_scale_deformable_attention(
+            value, value_spatial_shapes_list, sampling_locations, attention_weights
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading policy
 
 
 def kernels_disabled_by_env() -> bool:
@@ -213,7 +357,7 @@ def maybe_kernelize(
     Returns:
         `"kernel"` or `"fallback"`: the path the layers use from now on.
     """
-    if _is_tracing():
+    if is_tracing():
         return PATH_FALLBACK
     enabled = _config_use_kernels(model) if use_kernels is None else bool(use_kernels)
     device_type = _model_device_type(model)

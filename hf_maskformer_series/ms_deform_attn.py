@@ -1,13 +1,11 @@
-"""Multi-scale deformable attention: the op shared by the Mask2Former image and video pixel decoders.
+"""Multi-scale deformable attention: the pure-PyTorch op shared by the Mask2Former image and video pixel decoders.
 
-`MultiScaleDeformableAttention` has the forward signature of the `MultiScaleDeformableAttention` layer of the
-Hub kernel `kernels-community/deformable-detr` (version 1) and is decorated with
-`kernels.use_kernel_forward_from_hub`, so `kernels.kernelize` can give it the compiled CUDA kernel
-(`kernel_loading.maybe_kernelize` does that, with the package's loading policy). Its own body is the exact
-pure-PyTorch fallback `multi_scale_deformable_attention`.
+`multi_scale_deformable_attention` is exact (bilinear sampling with zero padding and `align_corners=False`, as
+`grid_sample` and the original CUDA op). The layer `MultiScaleDeformableAttention`, which runs the Hub kernel
+`kernels-community/deformable-detr` when it can and this op otherwise, lives in `kernel_loading.py` with the kernel
+state and loading policy (importing it from here still works).
 
-How the fallback computes: bilinear sampling (`grid_sample(mode="bilinear", padding_mode="zeros",
-align_corners=False)` semantics) followed by the attention-weighted sum is one sparse weighted sum of rows of
+How the op computes: bilinear sampling followed by the attention-weighted sum is one sparse weighted sum of rows of
 the value tensor. Every (batch, query, head) output is `sum_k weight_k * value_row[index_k]` over
 `levels * points * 4` bilinear corners, the attention weight folded into the corner weights, computed by a single
 `F.embedding_bag(mode="sum")` over `value` viewed as rows `[batch * sequence * heads, head_dim]`: no per-level
@@ -15,36 +13,16 @@ the value tensor. Every (batch, query, head) output is `sum_k weight_k * value_r
 its final `[batch, queries, heads * head_dim]` layout without a transpose. Each level map is zero-padded by one
 pixel before and two after on both axes, so clamping pixel coordinates to `[-1, size]` replaces the in-bounds
 tests of zero padding exactly (a corner outside the map reads a zero row). In eager mode the backward pass uses
-a sorted segment sum instead of the generic `embedding_bag` backward (several times faster on CPU).
-
-When the Hub kernel has been installed on an instance, its forward runs the kernel, except while tracing or
-exporting (`torch.compile`, `torch.export`, `torch.jit.trace`, ONNX), for inputs the kernel rejects (tensors not
-contiguous or not on the kernel's device, batch not divisible by `min(batch, im2col_step)`), and after a first
-runtime failure of the kernel, which disables it for the whole process with one warning.
+a sorted segment sum instead of the generic `embedding_bag` backward (several times faster on CPU); while tracing
+or exporting (`is_tracing`) a traceable composition that autograd differentiates runs instead.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-try:
-    from kernels import use_kernel_forward_from_hub
-except ImportError:  # `kernels` is a dependency, but the op must keep working without it
-
-    def use_kernel_forward_from_hub(layer_name: str, condition=None):
-        return lambda cls: cls
-
-
-logger = logging.getLogger(__name__)
-
-KERNEL_LAYER_NAME = "MultiScaleDeformableAttention"
-"""Layer name shared by the kernel mapping and the `use_kernel_forward_from_hub` decorator."""
 
 # Padding of each level map in the fallback's value table: 1 pixel before, 2 after (x and y).
 _PAD_BEFORE = 1
@@ -313,7 +291,7 @@ class _DeformableAttentionFunction(torch.autograd.Function):
         return grad_value, grad_locations, grad_weights, None
 
 
-def _is_tracing() -> bool:
+def is_tracing() -> bool:
     """True under `torch.compile`, `torch.export`, `torch.jit.trace` and ONNX export."""
     return bool(
         torch.compiler.is_compiling()
@@ -357,7 +335,7 @@ def multi_scale_deformable_attention(
     locations_c = sampling_locations.to(compute_dtype)
     weights_c = attention_weights.to(compute_dtype)
 
-    if not _is_tracing():
+    if not is_tracing():
         output = _DeformableAttentionFunction.apply(value_c, locations_c, weights_c, shapes)
     else:
         # traceable composition (autograd differentiates it; no data-dependent shapes)
@@ -368,134 +346,11 @@ def multi_scale_deformable_attention(
     return output.to(value.dtype)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Hub kernel state (installed by `kernel_loading.maybe_kernelize`)
+def __getattr__(name: str):
+    # the layer moved to kernel_loading.py with the kernel dispatch; `from .ms_deform_attn import
+    # MultiScaleDeformableAttention` keeps working (imported lazily: kernel_loading imports this module)
+    if name == "MultiScaleDeformableAttention":
+        from .kernel_loading import MultiScaleDeformableAttention
 
-
-@dataclass(frozen=True)
-class HubKernel:
-    """A loaded Hub kernel layer.
-
-    Attributes:
-        key: identifies the kernel (repository and version or path).
-        forward: the kernel layer's unbound `forward(self, value, ...)`.
-        device_type: device type the kernel was loaded for ("cuda"; tests use "cpu").
-        has_backward: whether the kernel supports autograd.
-    """
-
-    key: str
-    forward: Callable
-    device_type: str
-    has_backward: bool = True
-
-
-_HUB_KERNELS: dict[str, HubKernel] = {}
-_runtime_failure: list[str] = []  # the first runtime failure, once the kernel is disabled for the process
-
-
-def register_hub_kernel(kernel: HubKernel) -> None:
-    """Make `kernel` available to instances whose `_hub_kernel_key` is `kernel.key`."""
-    _HUB_KERNELS[kernel.key] = kernel
-
-
-def hub_kernel_failure() -> str | None:
-    """The runtime failure that disabled the Hub kernel for this process, if any."""
-    return _runtime_failure[0] if _runtime_failure else None
-
-
-def reset_hub_kernel_state() -> None:
-    """Forget loaded kernels and runtime failures (for tests)."""
-    _HUB_KERNELS.clear()
-    _runtime_failure.clear()
-
-
-def _disable_hub_kernel(error: Exception) -> None:
-    if not _runtime_failure:
-        _runtime_failure.append(f"{type(error).__name__}: {error}")
-        logger.warning(
-            "The Hub deformable-attention kernel failed at runtime (%s: %s); it is disabled for this process and "
-            "the PyTorch implementation is used from now on.",
-            type(error).__name__,
-            error,
-        )
-
-
-def _kernel_accepts(
-    kernel: HubKernel,
-    value: torch.Tensor,
-    value_spatial_shapes: torch.Tensor,
-    level_start_index: torch.Tensor,
-    sampling_locations: torch.Tensor,
-    attention_weights: torch.Tensor,
-    im2col_step: int,
-) -> bool:
-    """The compiled op's own input requirements (it asserts on them instead of falling back)."""
-    tensors = (value, value_spatial_shapes, level_start_index, sampling_locations, attention_weights)
-    if any(t.device.type != kernel.device_type or not t.is_contiguous() for t in tensors):
-        return False
-    batch = value.shape[0]
-    if im2col_step < 1 or batch % min(batch, im2col_step) != 0:
-        return False
-    if not kernel.has_backward and torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
-    return True
-
-
-@use_kernel_forward_from_hub(KERNEL_LAYER_NAME)
-class MultiScaleDeformableAttention(nn.Module):
-    """The deformable-attention op (no parameters), with the Hub kernel layer's forward signature.
-
-    `kernels.kernelize` (through `kernel_loading.maybe_kernelize`) installs the compiled kernel; otherwise, and
-    whenever the kernel cannot take the call, the pure-PyTorch `multi_scale_deformable_attention` runs.
-    """
-
-    def forward(
-        self,
-        value: torch.Tensor,
-        value_spatial_shapes: torch.Tensor,
-        value_spatial_shapes_list: list[tuple[int, int]],
-        level_start_index: torch.Tensor,
-        sampling_locations: torch.Tensor,
-        attention_weights: torch.Tensor,
-        im2col_step: int,
-    ) -> torch.Tensor:
-        """
-        Args:
-            value: `[batch, sum(H_l * W_l), heads, head_dim]`.
-            value_spatial_shapes: LongTensor `[levels, 2]`, `(H_l, W_l)`.
-            value_spatial_shapes_list: the same as Python ints.
-            level_start_index: LongTensor `[levels]`, first position of each level in `value`.
-            sampling_locations: `[batch, queries, heads, levels, points, 2]`, (x, y) in [0, 1].
-            attention_weights: `[batch, queries, heads, levels, points]`.
-            im2col_step: batch chunk of the compiled kernel (ignored by the fallback).
-
-        Returns:
-            `[batch, queries, heads * head_dim]`.
-        """
-        if not _is_tracing() and not _runtime_failure:
-            kernel = _HUB_KERNELS.get(self.__dict__.get("_hub_kernel_key"))
-            if kernel is not None and _kernel_accepts(
-                kernel,
-                value,
-                value_spatial_shapes,
-                level_start_index,
-                sampling_locations,
-                attention_weights,
-                im2col_step,
-            ):
-                try:
-                    return kernel.forward(
-                        self,
-                        value,
-                        value_spatial_shapes,
-                        value_spatial_shapes_list,
-                        level_start_index,
-                        sampling_locations,
-                        attention_weights,
-                        im2col_step,
-                    )
-                except Exception as error:  # noqa: BLE001 - any kernel failure falls back
-                    _disable_hub_kernel(error)
-        return multi_scale_deformable_attention(
-            value, value_spatial_shapes_list, sampling_locations, attention_weights
-        )
+        return MultiScaleDeformableAttention
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,10 +10,8 @@ import pytest
 import torch
 
 from benchmarks.bench_models import (
-    FAMILIES,
     Result,
     Settings,
-    family_available,
     format_report,
     run_benchmarks,
     synthetic_outputs,
@@ -53,7 +51,6 @@ def test_forward_logits_agree_to_1e4(quick_results):
             assert float(row.agreement.split()[-1]) <= 1e-4
 
 
-@pytest.mark.skipif(not family_available(FAMILIES["maskformer"]), reason="our MaskFormer is not available")
 def test_maskformer_forward_agrees():
     settings = Settings.quick_settings(checks_only=True, families=("maskformer",), backbones=("resnet",),
                                        sections=("forward",))

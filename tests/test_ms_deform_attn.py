@@ -31,19 +31,16 @@ from hf_maskformer_series.kernel_loading import (
     DISABLE_KERNELS_ENV,
     KERNEL_REPO_ID,
     HubKernelsMixin,
-    kernel_forward_pre_hook,
-    maybe_kernelize,
-)
-from hf_maskformer_series.ms_deform_attn import (
     MultiScaleDeformableAttention,
     hub_kernel_failure,
-    multi_scale_deformable_attention,
+    kernel_forward_pre_hook,
+    maybe_kernelize,
     reset_hub_kernel_state,
 )
+from hf_maskformer_series.ms_deform_attn import multi_scale_deformable_attention
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGGER = "hf_maskformer_series.kernel_loading"
-OP_LOGGER = "hf_maskformer_series.ms_deform_attn"
 
 # An independent implementation written like a compiled kernel: it reads `level_start_index` and
 # `value_spatial_shapes`, asserts the compiled op's input requirements, and records its calls.
@@ -525,7 +522,7 @@ def test_batch_not_divisible_by_im2col_step_uses_the_fallback(kernelized, caplog
     with caplog.at_level(logging.WARNING):
         output = model(*op_args(case))
     torch.testing.assert_close(output, fallback(case), atol=0, rtol=0)
-    assert kernel_calls(kernel_id) == [] and not records(caplog, name=OP_LOGGER)
+    assert kernel_calls(kernel_id) == [] and not records(caplog, name=LOGGER)
     case["im2col_step"] = 3
     model(*op_args(case))
     assert kernel_calls(kernel_id) == [3]
@@ -538,7 +535,7 @@ def test_non_contiguous_value_uses_the_fallback(kernelized, caplog):
     with caplog.at_level(logging.WARNING):
         output = model(*op_args(case))
     torch.testing.assert_close(output, fallback(case), atol=0, rtol=0)
-    assert kernel_calls(kernel_id) == [] and not records(caplog, name=OP_LOGGER)
+    assert kernel_calls(kernel_id) == [] and not records(caplog, name=LOGGER)
 
 
 def test_tracing_and_exporting_use_the_fallback(kernelized, monkeypatch):
@@ -570,7 +567,7 @@ def test_runtime_failure_disables_the_kernel_for_the_process(tmp_path, caplog):
     torch.testing.assert_close(first, fallback(case), atol=0, rtol=0)
     torch.testing.assert_close(second, first, atol=0, rtol=0)
     assert kernel_calls(kernel_id) == [2], "not called again after the failure"
-    warnings = records(caplog, logging.WARNING, OP_LOGGER)
+    warnings = records(caplog, logging.WARNING, LOGGER)
     assert len(warnings) == 1 and "illegal memory access" in warnings[0].getMessage()
     assert "illegal memory access" in hub_kernel_failure()
     assert "failed at runtime" in records(caplog, name=LOGGER)[-1].getMessage()
@@ -609,3 +606,11 @@ def test_from_pretrained_use_kernels_switch(tmp_path):
     assert model.config.use_kernels is True
     model.train()  # transformers re-applies kernels on mode changes: it must route here, not to transformers
     assert model.use_kernels is True
+
+
+def test_the_layer_is_still_importable_from_the_op_module():
+    from hf_maskformer_series import ms_deform_attn
+
+    assert ms_deform_attn.MultiScaleDeformableAttention is MultiScaleDeformableAttention
+    with pytest.raises(AttributeError, match="no attribute 'missing'"):
+        ms_deform_attn.missing  # noqa: B018
