@@ -31,11 +31,20 @@ def mask_to_rle(mask: np.ndarray) -> dict:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
+def _check_size(size: tuple[int, int], height: int | None, width: int | None, what: str) -> None:
+    if height is not None and (size[0], size[1]) != (height, width):
+        raise ValueError(f"{what}: its mask is {size[0]}x{size[1]} (height x width) but the image's other masks (or "
+                         f"image_sizes) are {height}x{width}; predictions and references must have the same size.")
+
+
 def _as_rle(segmentation, height: int | None, width: int | None, what: str) -> dict:
-    """Any COCO segmentation (bool mask, polygons, uncompressed or compressed RLE) -> compressed RLE (bytes)."""
+    """Any COCO segmentation (bool mask, polygons, uncompressed or compressed RLE) -> compressed RLE (bytes).
+
+    A mask or RLE whose size is not ``height x width`` raises ``ValueError`` naming both sizes."""
     if isinstance(segmentation, np.ndarray):
         if segmentation.ndim != 2:
             raise ValueError(f"{what}: a mask must be [height, width]; got shape {tuple(segmentation.shape)}.")
+        _check_size(segmentation.shape, height, width, what)
         return mask_utils.encode(np.asfortranarray(segmentation.astype(np.uint8)))
     if isinstance(segmentation, list):
         if height is None or width is None:
@@ -43,6 +52,7 @@ def _as_rle(segmentation, height: int | None, width: int | None, what: str) -> d
         return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     if isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
         size = [int(s) for s in segmentation["size"]]
+        _check_size(size, height, width, what)
         counts = segmentation["counts"]
         if isinstance(counts, list):
             return mask_utils.frPyObjects({"size": size, "counts": counts}, size[0], size[1])
@@ -76,7 +86,8 @@ def compute_mask_ap(
         predictions: per image, ``[{"segmentation", "score", "category_id"}]``; a segmentation is a ``[H, W]`` bool
             mask or an RLE.
         references: per image, ``[{"segmentation", "category_id", "iscrowd" (optional), "area" (optional)}]``;
-            a segmentation is a bool mask, polygons or RLE. ``area`` defaults to the mask area.
+            a segmentation is a bool mask, polygons or RLE. ``area`` defaults to the mask area. Every mask of an
+            image (predicted or not) must have the same size, else ``ValueError`` naming both sizes.
         categories: category ids (or ``{"id"}`` dicts) to evaluate; default: every category in ``references``.
         image_sizes: per image ``(height, width)``; needed only for polygons without another sized object.
         per_class: also return ``per_class_AP`` (``{category_id: AP}``, -1 for a class without ground truth).

@@ -159,24 +159,35 @@ class PanopticQualityAccumulator:
         return report
 
 
-def compute_pq(predictions: Sequence[np.ndarray], prediction_segments_info: Sequence[Iterable[dict]],
-               references: Sequence[np.ndarray], reference_segments_info: Sequence[Iterable[dict]],
+def compute_pq(predictions: Sequence[np.ndarray], references: Sequence[np.ndarray],
+               prediction_segments_info: Sequence[Iterable[dict]], reference_segments_info: Sequence[Iterable[dict]],
                categories: Sequence[dict]) -> dict:
     """Panoptic quality over a list of images (see the module docstring and ``PanopticQualityAccumulator``).
 
+    The arguments come in the order of the ``evaluate`` module's ``add`` / ``compute`` (maps first, then their
+    segments). Version 0.1.0 took ``(predictions, prediction_segments_info, references, reference_segments_info,
+    categories)``; a call in that order now raises ``ValueError`` (a list of segment dicts is not a map).
+
     Args:
         predictions: per image, ``[height, width]`` predicted segment ids (0 or negative = void).
-        prediction_segments_info: per image, ``[{"id", "category_id"}]``.
         references: per image, ``[height, width]`` ground-truth segment ids (0 = void).
-        reference_segments_info: per image, ``[{"id", "category_id", "iscrowd"}]``.
+        prediction_segments_info: per image, ``[{"id", "category_id"}]``.
+        reference_segments_info: per image, ``[{"id", "category_id", "iscrowd" (optional, default 0)}]``.
         categories: ``[{"id", "isthing"}]``.
     """
     lengths = {len(predictions), len(prediction_segments_info), len(references), len(reference_segments_info)}
     if len(lengths) != 1:
-        raise ValueError("predictions, prediction_segments_info, references and reference_segments_info must have "
+        raise ValueError("predictions, references, prediction_segments_info and reference_segments_info must have "
                          "one entry per image.")
+    for argument, maps in (("predictions", predictions), ("references", references)):
+        for index, segment_map in enumerate(maps):
+            if isinstance(segment_map, dict) or (isinstance(segment_map, (list, tuple))
+                                                 and (not segment_map or isinstance(segment_map[0], dict))):
+                raise ValueError(f"{argument}[{index}] must be a [height, width] segment-id array, got "
+                                 f"{type(segment_map).__name__}; the order is compute_pq(predictions, references, "
+                                 "prediction_segments_info, reference_segments_info, categories).")
     accumulator = PanopticQualityAccumulator(categories)
-    for prediction, pred_info, reference, gt_info in zip(predictions, prediction_segments_info, references,
+    for prediction, reference, pred_info, gt_info in zip(predictions, references, prediction_segments_info,
                                                          reference_segments_info):
         accumulator.update(prediction, pred_info, reference, gt_info)
     return accumulator.compute()
