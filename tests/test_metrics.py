@@ -13,15 +13,16 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from hf_maskformer_series.data import encode_mask
 from hf_maskformer_series.metrics import (
     COCO_STAT_NAMES,
+    MASK_AP_BACKENDS,
     PanopticQualityAccumulator,
     compute_mask_ap,
     compute_mean_iou,
     compute_pq,
     compute_video_ap,
     load_metric,
-    mask_to_rle,
     metric_path,
     spatio_temporal_iou,
 )
@@ -283,7 +284,7 @@ def test_mask_ap_hand_computed():
 def test_mask_ap_rejects_masks_of_different_sizes():
     """A prediction of another size than its ground truth used to score AP 0 silently."""
     gt = [[{"segmentation": _box(20, 20, 0, 10, 0, 10), "category_id": 1}]]
-    for prediction in (_box(40, 40, 0, 20, 0, 20), mask_to_rle(_box(40, 40, 0, 20, 0, 20))):
+    for prediction in (_box(40, 40, 0, 20, 0, 20), encode_mask(_box(40, 40, 0, 20, 0, 20))):
         with pytest.raises(ValueError, match="40x40 .* 20x20"):
             compute_mask_ap([[{"segmentation": prediction, "score": 0.9, "category_id": 1}]], gt)
     with pytest.raises(ValueError, match="20x20 .* 30x30"):
@@ -300,24 +301,28 @@ def _random_instance_case(seed, num_images=5, size=40):
             h, w = rng.integers(6, 20, 2)
             mask = _box(size, size, y, y + h, x, x + w)
             category = int(rng.integers(1, 4))
-            gts.append({"segmentation": mask_to_rle(mask), "category_id": category,
+            gts.append({"segmentation": encode_mask(mask), "category_id": category,
                         "iscrowd": int(rng.random() < 0.15)})
             if rng.random() < 0.8:
                 dy, dx = rng.integers(-1, 2, 2)
                 moved = np.roll(mask, (int(dy), int(dx)), axis=(0, 1))
-                preds.append({"segmentation": mask_to_rle(moved), "score": float(rng.random()),
+                preds.append({"segmentation": encode_mask(moved), "score": float(rng.random()),
                               "category_id": category if rng.random() > 0.1 else int(rng.integers(1, 4))})
         for _ in range(int(rng.integers(0, 3))):
             y, x = rng.integers(0, size - 8, 2)
-            preds.append({"segmentation": mask_to_rle(_box(size, size, y, y + 6, x, x + 6)),
+            preds.append({"segmentation": encode_mask(_box(size, size, y, y + 6, x, x + 6)),
                           "score": float(rng.random()), "category_id": int(rng.integers(1, 4))})
         references.append(gts)
         predictions.append(preds)
     return predictions, references
 
 
-def test_mask_ap_equals_pycocotools_cocoeval_on_files(tmp_path):
-    """The same inputs written as a COCO GT file and a results file, scored by COCO / loadRes / COCOeval."""
+@pytest.mark.parametrize("backend", MASK_AP_BACKENDS)
+def test_mask_ap_equals_pycocotools_cocoeval_on_files(tmp_path, backend):
+    """The same inputs written as a COCO GT file and a results file, scored by COCO / loadRes / COCOeval; every
+    backend (hotcoco, faster-coco-eval, pycocotools itself) gives pycocotools' twelve numbers."""
+    if backend != "pycocotools":
+        pytest.importorskip(backend)
     predictions, references = _random_instance_case(1)
     size = references[0][0]["segmentation"]["size"] if references[0] else [40, 40]
     gt_json = {"images": [], "annotations": [], "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)]}
@@ -341,16 +346,37 @@ def test_mask_ap_equals_pycocotools_cocoeval_on_files(tmp_path):
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    ours = compute_mask_ap(predictions, references, categories=[1, 2, 3])
-    assert [ours[name] for name in COCO_STAT_NAMES] == evaluator.stats.tolist()
+    ours = compute_mask_ap(predictions, references, categories=[1, 2, 3], per_class=True, backend=backend)
+    np.testing.assert_allclose([ours[name] for name in COCO_STAT_NAMES], evaluator.stats, rtol=0, atol=1e-12)
     assert 0.05 < ours["AP"] < 0.95
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    for k, category_id in enumerate((1, 2, 3)):
+        values = precision[:, :, k][precision[:, :, k] > -1]
+        assert ours["per_class_AP"][category_id] == pytest.approx(values.mean() if values.size else -1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("backend", MASK_AP_BACKENDS)
+def test_mask_ap_backends_agree_on_edge_cases(backend):
+    """Hand-computed figures, no prediction at all, an image without objects, a class without ground truth."""
+    if backend != "pycocotools":
+        pytest.importorskip(backend)
+    gt = _box(20, 20, 0, 10, 0, 10)
+    report = compute_mask_ap([[{"segmentation": _box(20, 20, 0, 9, 0, 8), "score": 0.9, "category_id": 1}], []],
+                             [[{"segmentation": gt, "category_id": 1}], []], categories=[1, 2], per_class=True,
+                             backend=backend)
+    assert report["AP"] == pytest.approx(0.5, abs=1e-12) and report["APm"] == -1.0
+    assert report["per_class_AP"] == {1: pytest.approx(0.5, abs=1e-12), 2: -1.0}
+    empty = compute_mask_ap([[]], [[{"segmentation": gt, "category_id": 1}]], backend=backend)
+    assert empty["AP"] == 0.0 and empty["AR100"] == 0.0
+    with pytest.raises(ValueError, match="Unknown backend 'detectron2'"):
+        compute_mask_ap([[]], [[]], categories=[1], backend="detectron2")
 
 
 # ---------------------------------------------------------------- YouTube-VIS video AP
 
 
 def _track(masks):
-    return [mask_to_rle(m) if m is not None else None for m in masks]
+    return [encode_mask(m) if m is not None else None for m in masks]
 
 
 def test_spatio_temporal_iou_hand_computed():

@@ -63,7 +63,7 @@ class PanopticQualityAccumulator:
         if prediction.shape != reference.shape or prediction.ndim != 2:
             raise ValueError(f"{name}: prediction {tuple(prediction.shape)} and reference {tuple(reference.shape)} "
                              "must be 2-D maps of the same shape.")
-        prediction = np.where(prediction < 0, VOID, prediction)
+        prediction = np.maximum(prediction, VOID)  # negative ids are void
         if reference.min(initial=0) < 0 or reference.max(initial=0) >= OFFSET or prediction.max(initial=0) >= OFFSET:
             raise ValueError(f"{name}: segment ids must lie in [0, 256**3).")
         pred_segments = {int(s["id"]): int(s["category_id"] if "category_id" in s else s["label_id"])
@@ -74,23 +74,21 @@ class PanopticQualityAccumulator:
                 raise ValueError(f"{name}: segment {segment_id} has unknown category_id {category_id}; known ids: "
                                  f"{sorted(self.categories)}.")
 
-        pred_ids, pred_counts = np.unique(prediction, return_counts=True)
-        pred_area = {}
-        for segment_id, count in zip(pred_ids.tolist(), pred_counts.tolist()):
-            if segment_id == VOID:
-                continue
-            if segment_id not in pred_segments:
-                raise ValueError(f"{name}: predicted segment id {segment_id} is in the map but not in the "
-                                 "prediction's segments_info.")
-            pred_area[segment_id] = count
+        # One pass over the pixels: the (ground truth, prediction) id pairs and their counts; areas are their sums.
+        pairs, intersections = np.unique(reference * OFFSET + prediction, return_counts=True)
+        overlap = dict(zip(zip((pairs // OFFSET).tolist(), (pairs % OFFSET).tolist()), intersections.tolist()))
+        pred_area, gt_area = {}, {}
+        for (gt_id, pred_id), count in overlap.items():
+            pred_area[pred_id] = pred_area.get(pred_id, 0) + count
+            gt_area[gt_id] = gt_area.get(gt_id, 0) + count
+        pred_area.pop(VOID, None)
+        unlisted = sorted(set(pred_area) - set(pred_segments))
+        if unlisted:
+            raise ValueError(f"{name}: predicted segment id {unlisted[0]} is in the map but not in the prediction's "
+                             "segments_info.")
         missing = sorted(set(pred_segments) - set(pred_area))
         if missing:
             raise ValueError(f"{name}: predicted segment ids {missing} are in segments_info but not in the map.")
-        gt_ids, gt_counts = np.unique(reference, return_counts=True)
-        gt_area = dict(zip(gt_ids.tolist(), gt_counts.tolist()))
-
-        pairs, intersections = np.unique(reference * OFFSET + prediction, return_counts=True)
-        overlap = {(int(p // OFFSET), int(p % OFFSET)): int(c) for p, c in zip(pairs, intersections)}
 
         gt_matched, pred_matched = set(), set()
         for (gt_id, pred_id), intersection in overlap.items():
