@@ -13,15 +13,16 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from hf_maskformer_series.data import encode_mask
 from hf_maskformer_series.metrics import (
     COCO_STAT_NAMES,
+    MASK_AP_BACKENDS,
     PanopticQualityAccumulator,
     compute_mask_ap,
     compute_mean_iou,
     compute_pq,
     compute_video_ap,
     load_metric,
-    mask_to_rle,
     metric_path,
     spatio_temporal_iou,
 )
@@ -57,7 +58,7 @@ def _pq_case():
     pred2 = np.zeros((10, 10), dtype=np.int64)
     pred2[0:3], pred2[3:10] = 20, 21
     pred2_info = [{"id": 20, "category_id": 1}, {"id": 21, "category_id": 2}]
-    return [pred1, pred2], [pred1_info, pred2_info], [gt1, gt2], [gt1_info, gt2_info]
+    return [pred1, pred2], [gt1, gt2], [pred1_info, pred2_info], [gt1_info, gt2_info]
 
 
 def test_pq_hand_computed():
@@ -77,23 +78,24 @@ def test_pq_hand_computed():
 
 
 def test_pq_perfect_and_empty_prediction():
-    predictions, pred_info, references, gt_info = _pq_case()
-    report = compute_pq(references, [[{k: s[k] for k in ("id", "category_id")} for s in info] for info in gt_info],
-                        references, gt_info, CATEGORIES)
+    predictions, references, pred_info, gt_info = _pq_case()
+    report = compute_pq(references, references,
+                        [[{k: s[k] for k in ("id", "category_id")} for s in info] for info in gt_info], gt_info,
+                        CATEGORIES)
     assert report["pq"] == report["sq"] == report["rq"] == 1.0
-    empty = compute_pq([np.zeros((10, 10), dtype=np.int64)] * 2, [[], []], references, gt_info, CATEGORIES)
+    empty = compute_pq([np.zeros((10, 10), dtype=np.int64)] * 2, references, [[], []], gt_info, CATEGORIES)
     assert empty["pq"] == 0.0 and empty["per_class"][1]["fn"] == 2 and empty["per_class"][2]["fn"] == 2
     # transformers' post-processing names the class "label_id"
     renamed = [[{"id": s["id"], "label_id": s["category_id"]} for s in info] for info in pred_info]
-    assert compute_pq(predictions, renamed, references, gt_info, CATEGORIES) == compute_pq(
-        predictions, pred_info, references, gt_info, CATEGORIES)
+    assert compute_pq(predictions, references, renamed, gt_info, CATEGORIES) == compute_pq(
+        predictions, references, pred_info, gt_info, CATEGORIES)
     # -1 in a prediction map (unassigned pixels in transformers' post-processing) is void
-    negative = compute_pq([np.full((10, 10), -1)] * 2, [[], []], references, gt_info, CATEGORIES)
+    negative = compute_pq([np.full((10, 10), -1)] * 2, references, [[], []], gt_info, CATEGORIES)
     assert negative["per_class"] == empty["per_class"]
 
 
 def test_pq_rejects_inconsistent_predictions():
-    predictions, pred_info, references, gt_info = _pq_case()
+    predictions, references, pred_info, gt_info = _pq_case()
     accumulator = PanopticQualityAccumulator(CATEGORIES)
     with pytest.raises(ValueError, match="img.png: predicted segment id 14 is in the map but not in the"):
         accumulator.update(predictions[0], pred_info[0][:3], references[0], gt_info[0], image_name="img.png")
@@ -104,6 +106,27 @@ def test_pq_rejects_inconsistent_predictions():
                            gt_info[0])
     with pytest.raises(ValueError, match="same shape"):
         accumulator.update(predictions[0][:5], pred_info[0], references[0], gt_info[0])
+    # the argument order of version 0.1.0 (segments before maps) is caught, not scored
+    with pytest.raises(ValueError, match=r"prediction_segments_info, reference_segments_info, categories\)"):
+        compute_pq(predictions, pred_info, references, gt_info, CATEGORIES)
+
+
+def test_pq_iscrowd_is_optional_everywhere(monkeypatch):
+    """``iscrowd`` defaults to 0 in the function, the accumulator and the evaluate module's add / add_batch."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pytest.importorskip("evaluate")
+    predictions, references, pred_info, gt_info = _pq_case()
+    gt_info[1][0]["iscrowd"] = 0  # the crowd segment becomes a plain one: the same as dropping the key
+    expected = compute_pq(predictions, references, pred_info, gt_info, CATEGORIES)
+    no_crowd = [[{k: v for k, v in s.items() if k != "iscrowd"} for s in info] for info in gt_info]
+    assert compute_pq(predictions, references, pred_info, no_crowd, CATEGORIES) == expected
+    assert expected["per_class"][1]["tp"] == 2  # prediction 20 now matches the former crowd (IoU 30/50)
+    metric = load_metric("panoptic_quality")
+    metric.add(predictions=predictions[0], references=references[0], prediction_segments_info=pred_info[0],
+               reference_segments_info=no_crowd[0])
+    metric.add_batch(predictions=predictions[1:], references=references[1:], prediction_segments_info=pred_info[1:],
+                     reference_segments_info=no_crowd[1:])
+    assert metric.compute(categories=CATEGORIES)["pq"] == pytest.approx(expected["pq"], abs=1e-15)
 
 
 def _random_panoptic_case(seed, num_images=6, size=24):
@@ -133,8 +156,8 @@ def _random_panoptic_case(seed, num_images=6, size=24):
         pred_info = [s for s in pred_info if (pred_map == s["id"]).any()] + [
             {"id": 77, "category_id": int(rng.integers(1, 6))}]
         cases[0].append(pred_map)
-        cases[1].append(pred_info)
-        cases[2].append(gt)
+        cases[2].append(pred_info)
+        cases[1].append(gt)
         cases[3].append([{"id": i, "category_id": c, "iscrowd": crowd} for i, (c, crowd) in info.items()])
     return (*cases, categories)
 
@@ -146,7 +169,7 @@ def _id_to_rgb(ids):
 def test_pq_equals_panopticapi_pq_compute(tmp_path):
     """Same inputs written as PNG + JSON and scored by panopticapi (pip install --no-deps panopticapi-lite)."""
     evaluation = pytest.importorskip("panopticapi.evaluation")
-    predictions, pred_info, references, gt_info, categories = _random_panoptic_case(0)
+    predictions, references, pred_info, gt_info, categories = _random_panoptic_case(0)
     for folder in ("gt", "pred"):
         (tmp_path / folder).mkdir()
     gt_json = {"images": [], "annotations": [], "categories": categories}
@@ -164,7 +187,7 @@ def test_pq_equals_panopticapi_pq_compute(tmp_path):
     with contextlib.redirect_stdout(io.StringIO()):
         expected = evaluation.pq_compute(str(tmp_path / "gt.json"), str(tmp_path / "pred.json"),
                                          str(tmp_path / "gt"), str(tmp_path / "pred"))
-    ours = compute_pq(predictions, pred_info, references, gt_info, categories)
+    ours = compute_pq(predictions, references, pred_info, gt_info, categories)
     for group, suffix in (("All", ""), ("Things", "_things"), ("Stuff", "_stuff")):
         for key in ("pq", "sq", "rq", "n"):
             assert ours[key + suffix] == pytest.approx(expected[group][key], abs=1e-12)
@@ -258,6 +281,16 @@ def test_mask_ap_hand_computed():
     assert report["per_class_AP"] == {1: pytest.approx(expected)}
 
 
+def test_mask_ap_rejects_masks_of_different_sizes():
+    """A prediction of another size than its ground truth used to score AP 0 silently."""
+    gt = [[{"segmentation": _box(20, 20, 0, 10, 0, 10), "category_id": 1}]]
+    for prediction in (_box(40, 40, 0, 20, 0, 20), encode_mask(_box(40, 40, 0, 20, 0, 20))):
+        with pytest.raises(ValueError, match="40x40 .* 20x20"):
+            compute_mask_ap([[{"segmentation": prediction, "score": 0.9, "category_id": 1}]], gt)
+    with pytest.raises(ValueError, match="20x20 .* 30x30"):
+        compute_mask_ap([[]], gt, image_sizes=[(30, 30)])
+
+
 def _random_instance_case(seed, num_images=5, size=40):
     rng = np.random.default_rng(seed)
     references, predictions = [], []
@@ -268,24 +301,28 @@ def _random_instance_case(seed, num_images=5, size=40):
             h, w = rng.integers(6, 20, 2)
             mask = _box(size, size, y, y + h, x, x + w)
             category = int(rng.integers(1, 4))
-            gts.append({"segmentation": mask_to_rle(mask), "category_id": category,
+            gts.append({"segmentation": encode_mask(mask), "category_id": category,
                         "iscrowd": int(rng.random() < 0.15)})
             if rng.random() < 0.8:
                 dy, dx = rng.integers(-1, 2, 2)
                 moved = np.roll(mask, (int(dy), int(dx)), axis=(0, 1))
-                preds.append({"segmentation": mask_to_rle(moved), "score": float(rng.random()),
+                preds.append({"segmentation": encode_mask(moved), "score": float(rng.random()),
                               "category_id": category if rng.random() > 0.1 else int(rng.integers(1, 4))})
         for _ in range(int(rng.integers(0, 3))):
             y, x = rng.integers(0, size - 8, 2)
-            preds.append({"segmentation": mask_to_rle(_box(size, size, y, y + 6, x, x + 6)),
+            preds.append({"segmentation": encode_mask(_box(size, size, y, y + 6, x, x + 6)),
                           "score": float(rng.random()), "category_id": int(rng.integers(1, 4))})
         references.append(gts)
         predictions.append(preds)
     return predictions, references
 
 
-def test_mask_ap_equals_pycocotools_cocoeval_on_files(tmp_path):
-    """The same inputs written as a COCO GT file and a results file, scored by COCO / loadRes / COCOeval."""
+@pytest.mark.parametrize("backend", MASK_AP_BACKENDS)
+def test_mask_ap_equals_pycocotools_cocoeval_on_files(tmp_path, backend):
+    """The same inputs written as a COCO GT file and a results file, scored by COCO / loadRes / COCOeval; every
+    backend (hotcoco, faster-coco-eval, pycocotools itself) gives pycocotools' twelve numbers."""
+    if backend != "pycocotools":
+        pytest.importorskip(backend)
     predictions, references = _random_instance_case(1)
     size = references[0][0]["segmentation"]["size"] if references[0] else [40, 40]
     gt_json = {"images": [], "annotations": [], "categories": [{"id": c, "name": str(c)} for c in (1, 2, 3)]}
@@ -309,16 +346,37 @@ def test_mask_ap_equals_pycocotools_cocoeval_on_files(tmp_path):
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    ours = compute_mask_ap(predictions, references, categories=[1, 2, 3])
-    assert [ours[name] for name in COCO_STAT_NAMES] == evaluator.stats.tolist()
+    ours = compute_mask_ap(predictions, references, categories=[1, 2, 3], per_class=True, backend=backend)
+    np.testing.assert_allclose([ours[name] for name in COCO_STAT_NAMES], evaluator.stats, rtol=0, atol=1e-12)
     assert 0.05 < ours["AP"] < 0.95
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    for k, category_id in enumerate((1, 2, 3)):
+        values = precision[:, :, k][precision[:, :, k] > -1]
+        assert ours["per_class_AP"][category_id] == pytest.approx(values.mean() if values.size else -1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("backend", MASK_AP_BACKENDS)
+def test_mask_ap_backends_agree_on_edge_cases(backend):
+    """Hand-computed figures, no prediction at all, an image without objects, a class without ground truth."""
+    if backend != "pycocotools":
+        pytest.importorskip(backend)
+    gt = _box(20, 20, 0, 10, 0, 10)
+    report = compute_mask_ap([[{"segmentation": _box(20, 20, 0, 9, 0, 8), "score": 0.9, "category_id": 1}], []],
+                             [[{"segmentation": gt, "category_id": 1}], []], categories=[1, 2], per_class=True,
+                             backend=backend)
+    assert report["AP"] == pytest.approx(0.5, abs=1e-12) and report["APm"] == -1.0
+    assert report["per_class_AP"] == {1: pytest.approx(0.5, abs=1e-12), 2: -1.0}
+    empty = compute_mask_ap([[]], [[{"segmentation": gt, "category_id": 1}]], backend=backend)
+    assert empty["AP"] == 0.0 and empty["AR100"] == 0.0
+    with pytest.raises(ValueError, match="Unknown backend 'detectron2'"):
+        compute_mask_ap([[]], [[]], categories=[1], backend="detectron2")
 
 
 # ---------------------------------------------------------------- YouTube-VIS video AP
 
 
 def _track(masks):
-    return [mask_to_rle(m) if m is not None else None for m in masks]
+    return [encode_mask(m) if m is not None else None for m in masks]
 
 
 def test_spatio_temporal_iou_hand_computed():
@@ -392,11 +450,11 @@ def test_metric_modules_load_offline_and_match_the_functions(monkeypatch):
     evaluate = pytest.importorskip("evaluate")
 
     pq = load_metric("panoptic_quality")
-    predictions, pred_info, references, gt_info = _pq_case()
+    predictions, references, pred_info, gt_info = _pq_case()
     for pred, p_info, gt, g_info in zip(predictions, pred_info, references, gt_info):
         pq.add(predictions=pred, references=gt, prediction_segments_info=p_info, reference_segments_info=g_info)
     result = pq.compute(categories=CATEGORIES)
-    expected = compute_pq(predictions, pred_info, references, gt_info, CATEGORIES)
+    expected = compute_pq(predictions, references, pred_info, gt_info, CATEGORIES)
     assert result["pq"] == pytest.approx(expected["pq"]) and result["pq_stuff"] == pytest.approx(6 / 7)
 
     miou = evaluate.load(str(Path(metric_path("mean_iou")) / "mean_iou.py"))  # the direct path to the script

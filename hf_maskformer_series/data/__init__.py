@@ -12,6 +12,7 @@ from .coco_panoptic import (
     verify_panoptic_png,
 )
 from .hub import hub_is_reachable, load_hub_dataset
+from .hub_layouts import HUB_LAYOUTS, detect_hub_layout, hub_categories, prepare_hub_dataset
 from .masks import decode_segmentation, encode_mask, encode_mask_uncompressed, id_to_rgb, rgb_to_id
 from .semantic import load_semantic_segmentation, read_label_map
 from .synthetic import (
@@ -38,6 +39,7 @@ from .youtube_vis import (
 )
 
 __all__ = [
+    "HUB_LAYOUTS",
     "SYNTHETIC_CATEGORIES",
     "SYNTHETIC_VIDEO_CATEGORIES",
     "SyntheticPanopticConfig",
@@ -46,6 +48,7 @@ __all__ = [
     "decode_instance_masks",
     "decode_segmentation",
     "default_cache_dir",
+    "detect_hub_layout",
     "encode_mask",
     "encode_mask_uncompressed",
     "ensure_synthetic_panoptic",
@@ -53,6 +56,7 @@ __all__ = [
     "find_coco_panoptic_paths",
     "generate_synthetic_panoptic",
     "generate_synthetic_youtube_vis",
+    "hub_categories",
     "hub_is_reachable",
     "id_to_rgb",
     "instances_to_segment_map",
@@ -63,6 +67,7 @@ __all__ = [
     "load_video_clip",
     "load_youtube_vis",
     "panoptic_to_segment_map",
+    "prepare_hub_dataset",
     "read_label_map",
     "read_panoptic_categories",
     "read_youtube_vis_categories",

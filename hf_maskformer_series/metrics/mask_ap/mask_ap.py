@@ -1,4 +1,5 @@
-"""``evaluate`` metric: COCO mask AP (AP, AP50, AP75, APs, APm, APl and the ARs) through pycocotools' COCOeval.
+"""``evaluate`` metric: COCO mask AP (AP, AP50, AP75, APs, APm, APl and the ARs): pycocotools' COCOeval, run by
+hotcoco or faster-coco-eval when installed (same numbers, faster).
 
 Load it offline from its folder: ``evaluate.load("<path>/metrics/mask_ap")`` (or
 ``hf_maskformer_series.metrics.load_metric("mask_ap")``).
@@ -10,9 +11,9 @@ import evaluate
 from .mask_ap_core import compute_mask_ap
 
 _DESCRIPTION = """
-COCO instance-segmentation average precision computed by pycocotools' COCOeval (iouType "segm") with its default
-parameters. Inputs are per-image lists of objects whose masks are compressed RLE dicts ({"size": [h, w],
-"counts": str}); use `mask_to_rle` (in `mask_ap_core.py`) to encode a bool mask. Values are fractions in [0, 1],
+COCO instance-segmentation average precision of pycocotools' COCOeval (iouType "segm") with its default
+parameters, computed by hotcoco or faster-coco-eval when installed (the same numbers). Inputs are per-image lists of objects whose masks are compressed RLE dicts ({"size": [h, w],
+"counts": str}); encode a bool mask with `hf_maskformer_series.data.encode_mask`. Values are fractions in [0, 1],
 -1 where undefined.
 """
 
@@ -22,6 +23,8 @@ Args:
     references (`list` of `list` of `{"segmentation", "category_id", "iscrowd"}`): one list per image.
     categories (`list` of `int`, optional): category ids to evaluate (default: those in the references).
     per_class (`bool`, optional): also return `per_class_AP`.
+    backend (`str`, optional): "hotcoco", "faster_coco_eval" or "pycocotools" (default: the fastest installed;
+        all give pycocotools' numbers).
 Returns:
     `AP`, `AP50`, `AP75`, `APs`, `APm`, `APl`, `AR1`, `AR10`, `AR100`, `ARs`, `ARm`, `ARl`.
 """
@@ -53,5 +56,5 @@ class MaskAP(evaluate.Metric):
             reference_urls=["https://github.com/cocodataset/cocoapi"],
         )
 
-    def _compute(self, predictions, references, categories=None, per_class=False):
-        return compute_mask_ap(predictions, references, categories=categories, per_class=per_class)
+    def _compute(self, predictions, references, categories=None, per_class=False, backend=None):
+        return compute_mask_ap(predictions, references, categories=categories, per_class=per_class, backend=backend)

@@ -22,7 +22,8 @@ Args:
     predictions (`list` of `[height, width]` int arrays): predicted segment-id maps (0 or negative = void).
     references (`list` of `[height, width]` int arrays): ground-truth segment-id maps (0 = void).
     prediction_segments_info (`list` of `list` of `{"id", "category_id"}`): one list per image.
-    reference_segments_info (`list` of `list` of `{"id", "category_id", "iscrowd"}`): one list per image.
+    reference_segments_info (`list` of `list` of `{"id", "category_id", "iscrowd"}`): one list per image;
+        `iscrowd` is optional (default 0).
     categories (`list` of `{"id", "isthing"}`): the dataset categories, passed to `compute`.
 Returns:
     `pq`, `sq`, `rq`, `n` (all), the same with `_things` and `_stuff` suffixes, and `per_class`
@@ -73,13 +74,37 @@ class PanopticQuality(evaluate.Metric):
             reference_urls=["https://github.com/cocodataset/panopticapi"],
         )
 
+    def add(self, *, prediction=None, reference=None, **kwargs):
+        """One image; ``reference_segments_info`` entries may leave out ``iscrowd`` (default 0)."""
+        return super().add(prediction=prediction, reference=reference, **_with_iscrowd(kwargs, batched=False))
+
+    def add_batch(self, *, predictions=None, references=None, **kwargs):
+        """Several images; ``reference_segments_info`` entries may leave out ``iscrowd`` (default 0)."""
+        return super().add_batch(predictions=predictions, references=references, **_with_iscrowd(kwargs, batched=True))
+
+    def compute(self, *, predictions=None, references=None, **kwargs):
+        """The PQ report; pass ``categories`` here, and the inputs if nothing was added."""
+        if predictions is not None:
+            kwargs = _with_iscrowd(kwargs, batched=True)
+        return super().compute(predictions=predictions, references=references, **kwargs)
+
     def _compute(self, predictions, references, prediction_segments_info, reference_segments_info, categories=None):
         if categories is None:
             raise ValueError("Pass categories=[{'id': ..., 'isthing': ...}, ...] to compute().")
         return compute_pq(
             [np.asarray(p, dtype=np.int64) for p in predictions],
-            prediction_segments_info,
             [np.asarray(r, dtype=np.int64) for r in references],
+            prediction_segments_info,
             reference_segments_info,
             categories,
         )
+
+
+def _with_iscrowd(kwargs: dict, batched: bool) -> dict:
+    """``kwargs`` with ``iscrowd: 0`` added to the reference segments that lack it (the features require the key)."""
+    info = kwargs.get("reference_segments_info")
+    if info is None:
+        return kwargs
+    images = info if batched else [info]
+    filled = [[{"iscrowd": 0, **segment} for segment in segments] for segments in images]
+    return {**kwargs, "reference_segments_info": filled if batched else filled[0]}

@@ -63,7 +63,7 @@ class PanopticQualityAccumulator:
         if prediction.shape != reference.shape or prediction.ndim != 2:
             raise ValueError(f"{name}: prediction {tuple(prediction.shape)} and reference {tuple(reference.shape)} "
                              "must be 2-D maps of the same shape.")
-        prediction = np.where(prediction < 0, VOID, prediction)
+        prediction = np.maximum(prediction, VOID)  # negative ids are void
         if reference.min(initial=0) < 0 or reference.max(initial=0) >= OFFSET or prediction.max(initial=0) >= OFFSET:
             raise ValueError(f"{name}: segment ids must lie in [0, 256**3).")
         pred_segments = {int(s["id"]): int(s["category_id"] if "category_id" in s else s["label_id"])
@@ -74,23 +74,21 @@ class PanopticQualityAccumulator:
                 raise ValueError(f"{name}: segment {segment_id} has unknown category_id {category_id}; known ids: "
                                  f"{sorted(self.categories)}.")
 
-        pred_ids, pred_counts = np.unique(prediction, return_counts=True)
-        pred_area = {}
-        for segment_id, count in zip(pred_ids.tolist(), pred_counts.tolist()):
-            if segment_id == VOID:
-                continue
-            if segment_id not in pred_segments:
-                raise ValueError(f"{name}: predicted segment id {segment_id} is in the map but not in the "
-                                 "prediction's segments_info.")
-            pred_area[segment_id] = count
+        # One pass over the pixels: the (ground truth, prediction) id pairs and their counts; areas are their sums.
+        pairs, intersections = np.unique(reference * OFFSET + prediction, return_counts=True)
+        overlap = dict(zip(zip((pairs // OFFSET).tolist(), (pairs % OFFSET).tolist()), intersections.tolist()))
+        pred_area, gt_area = {}, {}
+        for (gt_id, pred_id), count in overlap.items():
+            pred_area[pred_id] = pred_area.get(pred_id, 0) + count
+            gt_area[gt_id] = gt_area.get(gt_id, 0) + count
+        pred_area.pop(VOID, None)
+        unlisted = sorted(set(pred_area) - set(pred_segments))
+        if unlisted:
+            raise ValueError(f"{name}: predicted segment id {unlisted[0]} is in the map but not in the prediction's "
+                             "segments_info.")
         missing = sorted(set(pred_segments) - set(pred_area))
         if missing:
             raise ValueError(f"{name}: predicted segment ids {missing} are in segments_info but not in the map.")
-        gt_ids, gt_counts = np.unique(reference, return_counts=True)
-        gt_area = dict(zip(gt_ids.tolist(), gt_counts.tolist()))
-
-        pairs, intersections = np.unique(reference * OFFSET + prediction, return_counts=True)
-        overlap = {(int(p // OFFSET), int(p % OFFSET)): int(c) for p, c in zip(pairs, intersections)}
 
         gt_matched, pred_matched = set(), set()
         for (gt_id, pred_id), intersection in overlap.items():
@@ -159,24 +157,35 @@ class PanopticQualityAccumulator:
         return report
 
 
-def compute_pq(predictions: Sequence[np.ndarray], prediction_segments_info: Sequence[Iterable[dict]],
-               references: Sequence[np.ndarray], reference_segments_info: Sequence[Iterable[dict]],
+def compute_pq(predictions: Sequence[np.ndarray], references: Sequence[np.ndarray],
+               prediction_segments_info: Sequence[Iterable[dict]], reference_segments_info: Sequence[Iterable[dict]],
                categories: Sequence[dict]) -> dict:
     """Panoptic quality over a list of images (see the module docstring and ``PanopticQualityAccumulator``).
 
+    The arguments come in the order of the ``evaluate`` module's ``add`` / ``compute`` (maps first, then their
+    segments). Version 0.1.0 took ``(predictions, prediction_segments_info, references, reference_segments_info,
+    categories)``; a call in that order now raises ``ValueError`` (a list of segment dicts is not a map).
+
     Args:
         predictions: per image, ``[height, width]`` predicted segment ids (0 or negative = void).
-        prediction_segments_info: per image, ``[{"id", "category_id"}]``.
         references: per image, ``[height, width]`` ground-truth segment ids (0 = void).
-        reference_segments_info: per image, ``[{"id", "category_id", "iscrowd"}]``.
+        prediction_segments_info: per image, ``[{"id", "category_id"}]``.
+        reference_segments_info: per image, ``[{"id", "category_id", "iscrowd" (optional, default 0)}]``.
         categories: ``[{"id", "isthing"}]``.
     """
     lengths = {len(predictions), len(prediction_segments_info), len(references), len(reference_segments_info)}
     if len(lengths) != 1:
-        raise ValueError("predictions, prediction_segments_info, references and reference_segments_info must have "
+        raise ValueError("predictions, references, prediction_segments_info and reference_segments_info must have "
                          "one entry per image.")
+    for argument, maps in (("predictions", predictions), ("references", references)):
+        for index, segment_map in enumerate(maps):
+            if isinstance(segment_map, dict) or (isinstance(segment_map, (list, tuple))
+                                                 and (not segment_map or isinstance(segment_map[0], dict))):
+                raise ValueError(f"{argument}[{index}] must be a [height, width] segment-id array, got "
+                                 f"{type(segment_map).__name__}; the order is compute_pq(predictions, references, "
+                                 "prediction_segments_info, reference_segments_info, categories).")
     accumulator = PanopticQualityAccumulator(categories)
-    for prediction, pred_info, reference, gt_info in zip(predictions, prediction_segments_info, references,
+    for prediction, reference, pred_info, gt_info in zip(predictions, references, prediction_segments_info,
                                                          reference_segments_info):
         accumulator.update(prediction, pred_info, reference, gt_info)
     return accumulator.compute()
