@@ -17,7 +17,8 @@ class TestMaskFormer(ModelTesterMixin):
     transformers_model_class = MaskFormerForInstanceSegmentation
     num_decoder_layers = 3
     # ours: the 4 FPN maps (transformers leaves out the /32 stem output, so `hidden_states` has one map more);
-    # transformers 5 returns an empty `attentions` tuple, ours has one tensor per decoder layer
+    # transformers 5 returns an empty `attentions` tuple (its default sdpa attention cannot output them), ours has one
+    # tensor per decoder layer
     documented_differences = ("pixel_decoder_hidden_states", "hidden_states", "attentions")
 
     def config_kwargs(self, **overrides):
