@@ -19,6 +19,21 @@ DEFAULT_SWIN_BACKBONE = {
 }
 
 
+class CompatibleModelTypesMixin:
+    """Declares the transformers `model_type`s whose `config.json` this config reads exactly (same attribute names
+    and meaning): `from_pretrained` of such a folder is not a partial load, so transformers' "You are using a model
+    of type X to instantiate a model of type Y" warning (`PreTrainedConfig.from_pretrained`) does not apply."""
+
+    compatible_model_types: tuple[str, ...] = ()
+
+    @classmethod
+    def get_config_dict(cls, *args, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        config_dict, kwargs = super().get_config_dict(*args, **kwargs)
+        if config_dict.get("model_type") in cls.compatible_model_types:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
+
 BACKBONE_STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
 

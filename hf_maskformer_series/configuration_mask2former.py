@@ -9,10 +9,10 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from .configuration_common import pop_backbone_arguments, resolve_backbone_config
+from .configuration_common import CompatibleModelTypesMixin, pop_backbone_arguments, resolve_backbone_config
 
 
-class SeriesMask2FormerConfig(PreTrainedConfig):
+class SeriesMask2FormerConfig(CompatibleModelTypesMixin, PreTrainedConfig):
     r"""Configuration of [`SeriesMask2FormerModel`] and [`SeriesMask2FormerForUniversalSegmentation`].
 
     Args:
@@ -54,6 +54,7 @@ class SeriesMask2FormerConfig(PreTrainedConfig):
     """
 
     model_type = "series_mask2former"
+    compatible_model_types = ("mask2former",)  # transformers' config.json loads as ours
     sub_configs = {"backbone_config": AutoConfig}
     attribute_map = {"hidden_size": "hidden_dim", "num_hidden_layers": "decoder_layers"}
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from .configuration_common import pop_backbone_arguments, resolve_backbone_config
+from .configuration_common import CompatibleModelTypesMixin, pop_backbone_arguments, resolve_backbone_config
 
 # Swin-B as in transformers' MaskFormerConfig default (facebook/maskformer-swin-base-ade).
 DEFAULT_MASKFORMER_SWIN_BACKBONE = {
@@ -54,7 +54,7 @@ def _resolve_decoder_config(decoder_config: PreTrainedConfig | dict[str, Any] | 
     return decoder_config
 
 
-class SeriesMaskFormerConfig(PreTrainedConfig):
+class SeriesMaskFormerConfig(CompatibleModelTypesMixin, PreTrainedConfig):
     r"""Configuration of [`SeriesMaskFormerModel`] and [`SeriesMaskFormerForInstanceSegmentation`].
 
     Args:
@@ -89,6 +89,7 @@ class SeriesMaskFormerConfig(PreTrainedConfig):
     """
 
     model_type = "series_maskformer"
+    compatible_model_types = ("maskformer",)  # transformers' config.json loads as ours
     sub_configs = {"backbone_config": AutoConfig, "decoder_config": AutoConfig}
     attribute_map = {"hidden_size": "mask_feature_size"}
 

@@ -26,6 +26,7 @@ class SeriesVideoMask2FormerConfig(SeriesMask2FormerConfig):
     """
 
     model_type = "series_video_mask2former"
+    compatible_model_types = ()  # an image checkpoint initialises it through `from_image_config`
 
     def __init__(
         self,

@@ -89,9 +89,3 @@ class SinePositionEmbedding3D(SinePositionEmbedding):
         pos_t = _interleave_sin_cos(self._axis_positions(frames, device)[:, None] / frequencies_t)  # [T, 2F]
         encoding = spatial.unsqueeze(1) + pos_t[None, :, :, None, None]
         return encoding.to(dtype)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """`features [batch, frames, channels, height, width]` → `[batch, frames, 2 * num_pos_feats, height, width]`."""
-        batch, frames, _, height, width = features.shape
-        encoding = self.encode_video(frames, height, width, features.device, features.dtype)
-        return encoding.expand(batch, -1, -1, -1, -1)

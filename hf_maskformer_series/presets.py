@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import ResNetConfig, SwinConfig
 
-__all__ = ["PRESET_NAMES", "build_preset_config", "preset_config_kwargs"]
+__all__ = ["PRESET_NAMES", "preset_config_kwargs"]
 
 _STAGES = ["stage1", "stage2", "stage3", "stage4"]
 
@@ -92,10 +92,3 @@ def preset_config_kwargs(name: str, id2label: Mapping[int, str] | None = None, *
         kwargs.update(id2label=id2label, label2id={v: k for k, v in id2label.items()}, num_labels=len(id2label))
     kwargs.update(overrides)
     return kwargs
-
-
-def build_preset_config(name: str, id2label: Mapping[int, str] | None = None, **overrides: Any):
-    """``SeriesMask2FormerConfig`` of preset ``name`` (see ``preset_config_kwargs``)."""
-    from .configuration_mask2former import SeriesMask2FormerConfig
-
-    return SeriesMask2FormerConfig(**preset_config_kwargs(name, id2label, **overrides))

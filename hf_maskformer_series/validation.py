@@ -31,7 +31,8 @@ def validate_pixel_mask(
         pixel_values: `[batch, channels, H, W]` (videos: `[batch, frames, channels, H, W]`).
 
     Raises:
-        ValueError: not a tensor, a shape that does not match `pixel_values`, or an image without any real pixel.
+        ValueError: not a tensor, a shape that does not match `pixel_values`, or (in eager mode) an image without
+            any real pixel.
     """
     if pixel_mask is None:
         return None
@@ -46,6 +47,8 @@ def validate_pixel_mask(
         raise ValueError(
             f"pixel_mask must be {layout} matching {name} {tuple(pixel_values.shape)}, got {tuple(pixel_mask.shape)}"
         )
+    if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
+        return pixel_mask  # the value check below is data-dependent: eager mode only
     empty = (~pixel_mask.bool().flatten(1).any(dim=1)).nonzero().flatten().tolist()
     if empty:
         raise ValueError(f"pixel_mask is all zero for image(s) {empty}: every image needs at least one real pixel")

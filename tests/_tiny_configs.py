@@ -29,3 +29,15 @@ def tiny_mask2former_kwargs(backbone_config=None, **overrides) -> dict:
     )
     kwargs.update(overrides)
     return kwargs
+
+
+TINY_DETR_DECODER = dict(d_model=32, decoder_layers=3, decoder_attention_heads=2, decoder_ffn_dim=64, num_queries=6)
+
+
+def tiny_maskformer_kwargs(backbone_config=None, **overrides) -> dict:
+    kwargs = dict(
+        backbone_config=backbone_config if backbone_config is not None else tiny_swin(),
+        decoder_config=dict(TINY_DETR_DECODER), fpn_feature_size=32, mask_feature_size=32, num_labels=4,
+    )
+    kwargs.update(overrides)
+    return kwargs

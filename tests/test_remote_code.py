@@ -102,6 +102,9 @@ def test_trust_remote_code_without_the_package(tmp_path):
         module = type(model).__module__.split(".")[-1]
         assert config["auto_map"]["AutoModelForUniversalSegmentation"] == f"{module}.{type(model).__name__}"
         assert (folder / f"{module}.py").is_file() and not list(folder.glob("*/"))  # flat: no subpackages
+        siblings = {"maskformer": "detr_transformer.py"}.get(family, "deformable_pixel_decoder.py")
+        for sibling in (siblings, "modeling_outputs.py", "modeling_common.py", "configuration_common.py"):
+            assert (folder / sibling).is_file(), sibling  # the modules it imports travel with it
         torch.save(inputs, tmp_path / f"{family}_inputs.pt")
         jobs.append([str(folder), input_name, str(tmp_path / f"{family}_inputs.pt"), str(tmp_path / f"{family}.pt")])
         with torch.no_grad():

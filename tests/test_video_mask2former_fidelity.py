@@ -171,7 +171,8 @@ def test_all_masked_rows_match_original(model, reference):
 def test_3d_position_encoding_matches_original(reference):
     case = reference["pos_embedding"]
     encoder = SinePositionEmbedding3D(case["pe3d_num_pos_feats"], normalize=True)
-    actual = encoder(torch.zeros(case["pe3d_input_shape"]))
+    batch, frames, _, height, width = case["pe3d_input_shape"]
+    actual = encoder.encode_video(frames, height, width, "cpu", torch.float32).expand(batch, -1, -1, -1, -1)
     assert _max_diff(actual, case["pe3d_output"]) < 1e-5
 
 

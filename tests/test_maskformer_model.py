@@ -17,10 +17,10 @@ from transformers import (
 )
 
 import hf_maskformer_series as hms
-from tests._tiny_configs import tiny_resnet, tiny_swin
+from tests._tiny_configs import TINY_DETR_DECODER, tiny_resnet, tiny_swin
 
 BACKBONES = {"swin": tiny_swin, "resnet": tiny_resnet}
-DECODER = dict(d_model=32, decoder_layers=3, decoder_attention_heads=2, decoder_ffn_dim=64, num_queries=6)
+DECODER = TINY_DETR_DECODER
 
 
 def _tiny_config(pixel_decoder_type: str = "fpn", backbone=None, **overrides) -> hms.SeriesMaskFormerConfig:
