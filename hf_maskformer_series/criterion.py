@@ -50,6 +50,43 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> 
     return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
 
 
+class _PointSampledMaskLosses(torch.autograd.Function):
+    """Sigmoid BCE and dice of the matched queries' logits sampled at points, lean on memory.
+
+    Autograd would keep, per prediction layer, a copy of the matched queries' logits, the sampled logits and their
+    sigmoid; this keeps only the sampling grid and the point targets and recomputes the rest in backward (the
+    same operations, so the gradients are autograd's).
+    """
+
+    @staticmethod
+    def _point_logits(mask_logits, image_index, query_index, grid):
+        rows = mask_logits[image_index, query_index]  # [matched, (frames,) h, w]
+        rows = rows.flatten(0, -3).unsqueeze(1).float()  # one row per mask (per frame for videos)
+        return rows, F.grid_sample(rows, grid, mode="bilinear", align_corners=False)[:, 0, :, 0]
+
+    @staticmethod
+    def forward(ctx, mask_logits, image_index, query_index, grid, point_targets, num_masks):
+        _, point_logits = _PointSampledMaskLosses._point_logits(mask_logits, image_index, query_index, grid)
+        ctx.save_for_backward(mask_logits, image_index, query_index, grid, point_targets)
+        ctx.num_masks = num_masks
+        return (sigmoid_cross_entropy_loss(point_logits, point_targets, num_masks),
+                dice_loss(point_logits, point_targets, num_masks))
+
+    @staticmethod
+    def backward(ctx, grad_mask, grad_dice):
+        mask_logits, image_index, query_index, grid, point_targets = ctx.saved_tensors
+        with torch.enable_grad():
+            matched = mask_logits.detach()[image_index, query_index].requires_grad_()
+            rows = matched.flatten(0, -3).unsqueeze(1).float()
+            point_logits = F.grid_sample(rows, grid, mode="bilinear", align_corners=False)[:, 0, :, 0]
+            losses = (sigmoid_cross_entropy_loss(point_logits, point_targets, ctx.num_masks),
+                      dice_loss(point_logits, point_targets, ctx.num_masks))
+            (grad_matched,) = torch.autograd.grad(losses, matched, (grad_mask, grad_dice))
+        grad_logits = torch.zeros_like(mask_logits)
+        grad_logits.index_put_((image_index, query_index), grad_matched, accumulate=True)
+        return grad_logits, None, None, None, None, None
+
+
 def count_masks(class_labels: list[torch.Tensor], device: torch.device) -> float:
     """Number of target masks, averaged over processes when distributed, clamped at 1."""
     num_masks = torch.tensor([float(sum(len(labels) for labels in class_labels))], device=device)
@@ -124,15 +161,16 @@ class SetCriterion(nn.Module):
                    num_masks: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Mask and dice losses, `mask_logits [batch, queries, (frames,) h, w]`; `mask_labels` per image one-hot
         `[targets, (frames,) H, W]` or a `[(frames,) H, W]` integer segment map."""
-        predictions = torch.cat([mask_logits[image, query.to(mask_logits.device)] for image, (query, _) in
-                                 enumerate(indices)])
-        if predictions.shape[0] == 0:
+        query_index = torch.cat([query for query, _ in indices]).to(mask_logits.device)
+        if query_index.shape[0] == 0:
             zero = mask_logits.sum() * 0.0
             return zero, zero
+        image_index = torch.cat([torch.full_like(query, image) for image, (query, _) in enumerate(indices)])
+        image_index = image_index.to(mask_logits.device)
         target_rows = self._matched_target_rows(mask_labels, mask_logits, indices)
-        # one row per mask (per frame for videos): [rows, 1, h, w]
-        predictions = predictions.flatten(0, -3).unsqueeze(1).float()
         if self.mask_loss == "focal":
+            # one row per mask (per frame for videos): [rows, 1, h, w]
+            predictions = mask_logits[image_index, query_index].flatten(0, -3).unsqueeze(1).float()
             targets = torch.cat([
                 masks.float() if map_index is None else (masks[map_index] == target_ids.view(-1, 1, 1)).float()
                 for masks, map_index, target_ids in target_rows
@@ -141,9 +179,11 @@ class SetCriterion(nn.Module):
             predictions, targets = predictions.flatten(1), targets.flatten(1)
             return sigmoid_focal_loss(predictions, targets, num_masks), dice_loss(predictions, targets, num_masks)
         with torch.no_grad():
+            predictions = mask_logits[image_index, query_index].flatten(0, -3).unsqueeze(1).float()
             points = uncertain_point_coordinates(
                 predictions, self.num_points, self.oversample_ratio, self.importance_sample_ratio
             )
+            del predictions
             row_points = points.split([len(target_ids) if map_index is not None else len(masks)
                                        for masks, map_index, target_ids in target_rows])
             point_targets = torch.cat([
@@ -151,11 +191,8 @@ class SetCriterion(nn.Module):
                 else point_sample_segment_maps(masks, map_index, target_ids, image_points)
                 for (masks, map_index, target_ids), image_points in zip(target_rows, row_points)
             ])
-        point_logits = point_sample(predictions, points).squeeze(1)
-        return (
-            sigmoid_cross_entropy_loss(point_logits, point_targets, num_masks),
-            dice_loss(point_logits, point_targets, num_masks),
-        )
+        grid = (2.0 * points - 1.0).unsqueeze(2)  # as point_sample
+        return _PointSampledMaskLosses.apply(mask_logits, image_index, query_index, grid, point_targets, num_masks)
 
     def _losses(self, class_logits, mask_logits, mask_labels, class_labels, num_masks) -> dict[str, torch.Tensor]:
         indices = self.matcher(class_logits, mask_logits, mask_labels, class_labels)

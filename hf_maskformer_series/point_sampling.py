@@ -26,6 +26,9 @@ def point_sample(masks: torch.Tensor, coordinates: torch.Tensor) -> torch.Tensor
     return F.grid_sample(masks, grid.to(masks.dtype), mode="bilinear", align_corners=False).squeeze(3)
 
 
+_ROWS_PER_CHUNK = 16
+
+
 def uncertain_point_coordinates(
     mask_logits: torch.Tensor, num_points: int, oversample_ratio: float, importance_sample_ratio: float
 ) -> torch.Tensor:
@@ -43,9 +46,13 @@ def uncertain_point_coordinates(
     count = mask_logits.shape[0]
     num_sampled = int(num_points * oversample_ratio)
     candidates = torch.rand(count, num_sampled, 2, device=mask_logits.device)
-    uncertainty = -point_sample(mask_logits, candidates)[:, 0].abs()
     num_uncertain = int(importance_sample_ratio * num_points)
-    top = uncertainty.topk(num_uncertain, dim=1).indices
+    # rows in chunks: the oversampled logits of all rows at once would be a large transient at the loss
+    top = torch.cat([
+        (-point_sample(mask_logits[start : start + _ROWS_PER_CHUNK], candidates[start : start + _ROWS_PER_CHUNK])
+         [:, 0].abs()).topk(num_uncertain, dim=1).indices
+        for start in range(0, max(count, 1), _ROWS_PER_CHUNK)
+    ])
     chosen = torch.gather(candidates, 1, top.unsqueeze(-1).expand(-1, -1, 2))
     num_random = num_points - num_uncertain
     if num_random > 0:
@@ -99,7 +106,8 @@ def _neighbour_ids(segment_maps: torch.Tensor, map_index: torch.Tensor, flat_ind
     (`-1` outside the map), gathered without copying the maps."""
     pixels = segment_maps.shape[-2] * segment_maps.shape[-1]
     offsets = (map_index * pixels).view(-1, *([1] * (flat_index.dim() - 1)))
-    gathered = segment_maps.reshape(-1)[flat_index.clamp(min=0) + offsets]
+    gathered = segment_maps.reshape(-1).index_select(0, (flat_index.clamp(min=0) + offsets).flatten())
+    gathered = gathered.view(flat_index.shape)
     return torch.where(flat_index >= 0, gathered, -1)
 
 

@@ -178,13 +178,13 @@ def _index_map(label_map: torch.Tensor, kept_values: torch.Tensor) -> torch.Tens
     """Segment map: position of each pixel's value in the sorted `kept_values`, `NO_TARGET` where it is not kept."""
     if kept_values.numel() == 0:
         return torch.full(label_map.shape, NO_TARGET, dtype=SEGMENT_MAP_DTYPE, device=label_map.device)
-    low, high = int(label_map.min()), int(label_map.max())
-    if high - low < 65536:  # a lookup table over the value range
+    low, high = (int(value) for value in torch.aminmax(label_map))
+    if high - low < 65536:  # a lookup table over the value range (index_select: far faster than indexing)
         table = torch.full((high - low + 1,), NO_TARGET, dtype=SEGMENT_MAP_DTYPE, device=label_map.device)
         inside = (kept_values >= low) & (kept_values <= high)
         positions = torch.arange(kept_values.numel(), dtype=SEGMENT_MAP_DTYPE, device=label_map.device)
         table[kept_values[inside] - low] = positions[inside]
-        return table[label_map - low]
+        return table.index_select(0, (label_map - low if low else label_map).flatten()).view(label_map.shape)
     positions = torch.searchsorted(kept_values, label_map).clamp_(max=kept_values.numel() - 1)
     found = kept_values[positions] == label_map
     return torch.where(found, positions, NO_TARGET).to(SEGMENT_MAP_DTYPE)

@@ -122,3 +122,27 @@ def test_segment_map_targets_are_checked():
     with pytest.raises(ValueError, match="2 frames but the video has 3"):
         video_model(torch.randn(1, 3, 3, 64, 64), mask_labels=[torch.zeros(2, 64, 64, dtype=torch.int16)],
                     class_labels=[torch.tensor([0])])
+
+
+@pytest.mark.parametrize("frames", [None, 2])
+def test_point_sampled_mask_losses_give_autograd_gradients(frames):
+    """The criterion's memory-lean point losses (recomputed in backward) equal plain autograd, values and grads."""
+    from hf_maskformer_series.criterion import _PointSampledMaskLosses, dice_loss, sigmoid_cross_entropy_loss
+
+    generator = torch.Generator().manual_seed(0)
+    shape = (2, 5, *([frames] if frames else []), 12, 16)
+    mask_logits = (torch.randn(shape, generator=generator) * 3).requires_grad_()
+    image_index, query_index = torch.tensor([0, 0, 1, 1, 1]), torch.tensor([4, 1, 0, 1, 1])  # a query twice
+    rows = len(image_index) * (frames or 1)
+    grid = torch.rand(rows, 50, 1, 2, generator=generator) * 2 - 1
+    targets = (torch.rand(rows, 50, generator=generator) > 0.5).float()
+    losses = _PointSampledMaskLosses.apply(mask_logits, image_index, query_index, grid, targets, 3.0)
+    (losses[0] * 2 + losses[1] * 5).backward()
+    lean_grad, mask_logits.grad = mask_logits.grad, None
+    predictions = mask_logits[image_index, query_index].flatten(0, -3).unsqueeze(1)
+    point_logits = torch.nn.functional.grid_sample(predictions, grid, align_corners=False)[:, 0, :, 0]
+    expected = (sigmoid_cross_entropy_loss(point_logits, targets, 3.0), dice_loss(point_logits, targets, 3.0))
+    (expected[0] * 2 + expected[1] * 5).backward()
+    assert torch.equal(losses[0], expected[0]) and torch.equal(losses[1], expected[1])
+    torch.testing.assert_close(lean_grad, mask_logits.grad, rtol=1e-6, atol=1e-9)
+    assert lean_grad[1, 1].abs().sum() > 0 and lean_grad[0, 0].abs().sum() == 0
