@@ -55,6 +55,7 @@ __all__ = [
     "instance_id_map",
     "instance_inference",
     "instance_scores_from_selection",
+    "instance_selection",
     "mask_logit_threshold",
     "outputs_field",
     "panoptic_from_selection",
@@ -247,6 +248,7 @@ def crop_and_resize_masks(
     masks: torch.Tensor,
     crop_size: Sequence[int] | torch.Tensor,
     output_size: Sequence[int] | torch.Tensor | None = None,
+    pixel_major: bool = False,
 ) -> torch.Tensor:
     """Crop the bottom/right padding, then bilinearly resize (the original's ``sem_seg_postprocess``).
 
@@ -254,6 +256,7 @@ def crop_and_resize_masks(
         masks: ``[..., padded_height, padded_width]``.
         crop_size: ``(height, width)`` of the un-padded image inside the padded input (top-left corner).
         output_size: requested ``(height, width)``; ``None`` keeps the cropped size.
+        pixel_major: see :func:`upsample_masks`.
 
     Returns:
         ``[..., output_height, output_width]``.
@@ -266,7 +269,7 @@ def crop_and_resize_masks(
     cropped = masks[..., :crop_height, :crop_width]
     if output_size is None:
         return cropped
-    return upsample_masks(cropped, output_size)
+    return upsample_masks(cropped, output_size, pixel_major=pixel_major)
 
 
 def upsample_crop_resize(
@@ -274,6 +277,7 @@ def upsample_crop_resize(
     padded_size: Sequence[int] | torch.Tensor,
     crop_size: Sequence[int] | torch.Tensor,
     output_size: Sequence[int] | torch.Tensor | None = None,
+    pixel_major: bool = False,
 ) -> torch.Tensor:
     """The original's full resize chain: upsample to the padded input size, crop the padding, resize.
 
@@ -282,11 +286,14 @@ def upsample_crop_resize(
         padded_size: ``(H, W)`` of the padded model input.
         crop_size: ``(height, width)`` of the real image inside the padded input.
         output_size: requested ``(height, width)``; ``None`` keeps the cropped size.
+        pixel_major: see :func:`upsample_masks` (the padded-size intermediate is pixel-major in any case).
 
     Returns:
         ``[..., output_height, output_width]`` mask logits.
     """
-    return crop_and_resize_masks(upsample_masks(mask_logits, padded_size), crop_size, output_size)
+    upsampled = upsample_masks(mask_logits, padded_size, pixel_major=True)
+    resized = crop_and_resize_masks(upsampled, crop_size, output_size, pixel_major=True)
+    return resized if pixel_major else resized.contiguous()
 
 
 def resize_mask_logits(mask_logits: torch.Tensor, geometry: MaskGeometry) -> torch.Tensor:
@@ -297,9 +304,10 @@ def resize_mask_logits(mask_logits: torch.Tensor, geometry: MaskGeometry) -> tor
         geometry: the image's :class:`MaskGeometry`.
 
     Returns:
-        ``[..., output_height, output_width]`` float logits.
+        ``[..., output_height, output_width]`` float logits, possibly pixel-major in memory (the leading
+        dimensions innermost: what the per-pixel reductions over queries below want).
     """
-    return upsample_crop_resize(mask_logits, geometry.padded, geometry.crop, geometry.output)
+    return upsample_crop_resize(mask_logits, geometry.padded, geometry.crop, geometry.output, pixel_major=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -453,14 +461,15 @@ def panoptic_from_selection(
     if num_selected == 0:
         return torch.zeros(spatial, dtype=torch.int32, device=device), []
 
-    weighted = scores.view(-1, *([1] * len(spatial))) * mask_probs
-    winner = weighted.argmax(0)  # [...]
+    # per-pixel work over the queries runs on [..., n]: a free view when the probabilities are pixel-major
+    probs_last = mask_probs.movedim(0, -1)
+    winner = (probs_last * scores).argmax(-1)  # [...]
     flat_winner = winner.flatten()
     arg_max_area = torch.bincount(flat_winner, minlength=num_selected)
-    above = mask_probs >= mask_threshold
-    own_area = above.flatten(1).sum(1)
+    above = probs_last >= mask_threshold
+    own_area = above.reshape(-1, num_selected).sum(0)
     if intersect_with_mask:
-        winner_above = above.gather(0, winner.unsqueeze(0)).squeeze(0)  # [...] bool
+        winner_above = above.gather(-1, winner.unsqueeze(-1)).squeeze(-1)  # [...] bool
         final_area = torch.bincount(flat_winner[winner_above.flatten()], minlength=num_selected)
     else:
         winner_above = None
@@ -603,12 +612,58 @@ def instance_scores_from_selection(
         ``binary_masks [n, ...]`` bool and ``scores [n]`` = class prob x mean sigmoid inside the mask
         (``eps = 1e-6`` in the denominator, as in the original).
     """
-    mask_logits = mask_logits.float()
-    binary_masks = mask_logits > mask_logit_threshold(mask_threshold)
-    flat_binary = binary_masks.flatten(1)
-    inside = torch.where(flat_binary, mask_logits.flatten(1).sigmoid(), 0.0)
-    mask_scores = inside.sum(1) / (flat_binary.sum(1).to(inside.dtype) + 1e-6)
-    return binary_masks, class_scores * mask_scores
+    spatial, count = mask_logits.shape[1:], mask_logits.shape[0]
+    # [pixels, n]: a free view when the logits are pixel-major
+    logits_last = mask_logits.float().movedim(0, -1).reshape(-1, count)
+    binary_last = logits_last > mask_logit_threshold(mask_threshold)
+    inside = torch.where(binary_last, logits_last.sigmoid(), 0.0)
+    mask_scores = inside.sum(0) / (binary_last.sum(0).to(inside.dtype) + 1e-6)
+    return binary_last.view(*spatial, count).movedim(-1, 0), class_scores * mask_scores
+
+
+def instance_selection(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    top_k: int = 100,
+    mask_threshold: float = 0.5,
+    excluded_label_ids: Iterable[int] | None = None,
+    geometry: MaskGeometry | None = None,
+    threshold: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`instance_inference` without materialising one mask per pair.
+
+    Several (query, class) pairs may share a query, so the binary masks are kept once per query.
+
+    Returns:
+        dict with ``unique_masks [u, ...]`` bool (one per distinct query; possibly pixel-major in memory),
+        ``mask_index [n]`` (the mask of each pair), ``scores [n]``, ``labels [n]`` and ``query_indices [n]``, pairs
+        by decreasing score.
+    """
+    class_scores, labels, query_indices = select_top_k_query_classes(mask_cls, top_k, excluded_label_ids)
+    if threshold is not None:
+        candidates = class_scores >= threshold
+        class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
+    unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
+    logits = mask_pred[unique_queries]
+    if geometry is not None:
+        logits = resize_mask_logits(logits, geometry)
+    unique_binary, unique_mask_scores = instance_scores_from_selection(
+        torch.ones(unique_queries.numel(), device=mask_cls.device), logits, mask_threshold
+    )
+    scores = class_scores * unique_mask_scores[inverse]
+    if threshold is None:
+        order = torch.argsort(scores, descending=True, stable=True)
+    else:
+        non_empty = unique_binary.movedim(0, -1).reshape(-1, unique_queries.numel()).any(0)[inverse]
+        order = ((scores >= threshold) & non_empty).nonzero().flatten()
+        order = order[torch.argsort(scores[order], descending=True, stable=True)]
+    return {
+        "unique_masks": unique_binary,
+        "mask_index": inverse[order],
+        "scores": scores[order],
+        "labels": labels[order],
+        "query_indices": query_indices[order],
+    }
 
 
 def instance_inference(
@@ -639,69 +694,62 @@ def instance_inference(
         dict with ``masks [n, ...]`` bool, ``scores [n]``, ``labels [n]`` and ``query_indices [n]``, sorted by
         decreasing score (the original leaves the order of ``topk(sorted=False)``).
     """
-    class_scores, labels, query_indices = select_top_k_query_classes(mask_cls, top_k, excluded_label_ids)
-    if threshold is not None:
-        candidates = class_scores >= threshold
-        class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
-    unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
-    logits = mask_pred[unique_queries]
-    if geometry is not None:
-        logits = resize_mask_logits(logits, geometry)
-    unique_binary, unique_mask_scores = instance_scores_from_selection(
-        torch.ones(unique_queries.numel(), device=mask_cls.device), logits, mask_threshold
-    )
-    scores = class_scores * unique_mask_scores[inverse]
-    if threshold is None:
-        order = torch.argsort(scores, descending=True, stable=True)
-    else:
-        non_empty = unique_binary.flatten(1).any(1)[inverse]
-        order = ((scores >= threshold) & non_empty).nonzero().flatten()
-        order = order[torch.argsort(scores[order], descending=True, stable=True)]
-    return {
-        "masks": unique_binary[inverse[order]],
-        "scores": scores[order],
-        "labels": labels[order],
-        "query_indices": query_indices[order],
-    }
+    found = instance_selection(mask_cls, mask_pred, top_k, mask_threshold, excluded_label_ids, geometry, threshold)
+    masks = found.pop("unique_masks").contiguous().index_select(0, found.pop("mask_index"))
+    return {"masks": masks, **found}
 
 
 def instance_id_map(
-    binary: torch.Tensor, overlap_mask_area_threshold: float, output_size: Sequence[int]
+    binary: torch.Tensor,
+    overlap_mask_area_threshold: float,
+    output_size: Sequence[int],
+    mask_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Id map from score-sorted binary masks.
+    """Id map from score-sorted instances.
 
-    Each pixel goes to the highest-scoring mask covering it; masks with a visible fraction below
+    Each pixel goes to the highest-scoring instance covering it; instances with a visible fraction below
     `overlap_mask_area_threshold` are dropped and the pixels re-assigned among the others (one pass: the visible
     fraction of a survivor can only grow).
 
     Args:
-        binary: ``[n, height, width]`` bool masks, by decreasing score.
+        binary: ``[u, height, width]`` bool masks (any memory layout; pixel-major is fastest).
         overlap_mask_area_threshold: minimum visible fraction.
         output_size: ``(height, width)``.
+        mask_index: ``[n]`` the mask of each instance, instances by decreasing score (default: ``arange(u)``).
 
     Returns:
         The ``[height, width]`` int32 map (-1 = none, ids ``0..m-1`` in score order) and the indices ``[m]`` of
-        the surviving masks.
+        the surviving instances.
     """
-
-    def assign(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        covered = masks.any(0)
-        winner = masks.to(torch.uint8).argmax(0)  # first (= best-scoring) covering mask
-        visible = torch.bincount(winner[covered], minlength=masks.shape[0])
-        return covered, winner, visible
-
     device = binary.device
+    count = binary.shape[0]
+    mask_index = torch.arange(count, device=device) if mask_index is None else mask_index
     empty = torch.full(_as_size(output_size), -1, dtype=torch.int32, device=device)
-    candidates = torch.arange(binary.shape[0], device=device)
+    if mask_index.numel() == 0:
+        return empty, mask_index.new_zeros(0)
+    pixels = binary.movedim(0, -1).reshape(-1, count)  # [pixels, u]: a free view when pixel-major
+
+    def assign(instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per pixel the position in `instances` of the best covering one (weight = positions left)."""
+        total = instances.numel()
+        rank = torch.full((count,), total, dtype=torch.long, device=device)
+        rank.scatter_reduce_(0, mask_index[instances], torch.arange(total, device=device), reduce="amin")
+        dtype = torch.uint8 if total < 256 else torch.int32
+        best = (pixels.to(dtype) * (total - rank).to(dtype)).amax(-1)  # 0 = not covered
+        covered = best > 0
+        position = total - best.long()
+        visible = torch.bincount(position[covered], minlength=total)
+        return covered, position, visible
+
+    areas = pixels.sum(0)[mask_index]
+    everyone = torch.arange(mask_index.numel(), device=device)
+    _, _, visible = assign(everyone)
+    ratio = visible.double() / areas.double().clamp(min=1)
+    candidates = everyone[(ratio >= overlap_mask_area_threshold) & (visible > 0)]
     if candidates.numel() == 0:
         return empty, candidates
-    _, _, visible = assign(binary)
-    ratio = visible.double() / binary.flatten(1).sum(1).double()
-    candidates = candidates[(ratio >= overlap_mask_area_threshold) & (visible > 0)]
-    if candidates.numel() == 0:
-        return empty, candidates
-    covered, winner, visible = assign(binary[candidates])
-    segmentation = torch.where(covered, winner.to(torch.int32), empty)
+    covered, position, _ = assign(candidates)
+    segmentation = torch.where(covered, position.to(torch.int32), -1).view(empty.shape)
     return segmentation, candidates
 
 
@@ -730,8 +778,8 @@ def video_instance_inference(
     logits = mask_pred[unique_queries].float()
     if geometry is not None:
         logits = resize_mask_logits(logits, geometry)
-    masks = logits > mask_logit_threshold(mask_threshold)
-    return {"scores": scores, "labels": labels, "query_indices": query_indices, "masks": masks[inverse]}
+    masks = (logits > mask_logit_threshold(mask_threshold))[inverse].contiguous()
+    return {"scores": scores, "labels": labels, "query_indices": query_indices, "masks": masks}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -917,18 +965,21 @@ class SegmentationPostProcessingMixin:
         geometry = image_geometry(outputs, class_logits.shape[0], mask_logits.shape[-2:], target_sizes)
         results = []
         for index, image in enumerate(geometry):
-            found = instance_inference(
+            found = instance_selection(
                 class_logits[index], mask_logits[index], top_k, mask_threshold, label_ids_to_fuse, image,
                 threshold=threshold,
             )
-            binary = found["masks"]
-            if return_binary_maps:
-                segmentation, survivors = binary.float(), torch.arange(binary.shape[0], device=binary.device)
-            elif return_coco_annotation:
-                segmentation = [binary_mask_to_coco_rle(mask) for mask in binary]
-                survivors = torch.arange(binary.shape[0], device=binary.device)
+            survivors = torch.arange(found["mask_index"].numel(), device=class_logits.device)
+            if return_binary_maps or return_coco_annotation:
+                binary = found["unique_masks"].contiguous().index_select(0, found["mask_index"])
+                if return_binary_maps:
+                    segmentation = binary.float()
+                else:
+                    segmentation = [binary_mask_to_coco_rle(mask) for mask in binary]
             else:
-                segmentation, survivors = instance_id_map(binary, overlap_mask_area_threshold, image.output)
+                segmentation, survivors = instance_id_map(
+                    found["unique_masks"], overlap_mask_area_threshold, image.output, found["mask_index"]
+                )
             segments_info = [
                 {"id": new_id, "label_id": int(label), "was_fused": False, "score": float(score)}
                 for new_id, (label, score) in enumerate(
