@@ -297,17 +297,25 @@ def upsample_crop_resize(
     return resized if pixel_major else resized.contiguous()
 
 
-def _linear_interpolation_matrix(in_size: int, out_size: int) -> torch.Tensor:
-    """``[out_size, in_size]`` float64 matrix of 1-D linear resizing as ``F.interpolate(mode="bilinear",
-    align_corners=False)`` does it along one axis (source ``(dst + 0.5) * in / out - 0.5``, clamped at 0)."""
-    if in_size == out_size:
-        return torch.eye(out_size, dtype=torch.float64)
-    # the weights are computed in float32, as PyTorch's CPU kernel computes them
+def _linear_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1-D linear resizing as ``F.interpolate(mode="bilinear", align_corners=False)`` does it along one axis.
+
+    Returns ``low [out]``, ``high [out]`` source indices and the float32 weight ``[out]`` of `high` (source
+    ``(dst + 0.5) * in / out - 0.5``, clamped at 0; computed in float32 as PyTorch's CPU kernel does).
+    """
     scale = torch.tensor(in_size / out_size, dtype=torch.float32)
     source = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
     low = source.long().clamp(max=in_size - 1)
     high = (low + 1).clamp(max=in_size - 1)
-    high_weight = (source - low).double()
+    return low, high, source - low
+
+
+def _linear_interpolation_matrix(in_size: int, out_size: int) -> torch.Tensor:
+    """``[out_size, in_size]`` float64 matrix of :func:`_linear_taps` (the identity at equal sizes)."""
+    if in_size == out_size:
+        return torch.eye(out_size, dtype=torch.float64)
+    low, high, high_weight = _linear_taps(in_size, out_size)
+    high_weight = high_weight.double()
     matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
     rows = torch.arange(out_size)
     matrix.index_put_((rows, low), 1.0 - high_weight, accumulate=True)
@@ -417,21 +425,24 @@ def semantic_segmentation(
         ``segmentation [H, W]`` int64 class ids and ``scores [K, H, W]`` (``None`` unless `return_scores`).
     """
     size = tuple(mask_pred.shape[-2:])
-    padded, crop, output_size = geometry if geometry is not None else (size, size, size)
+    geometry = geometry if geometry is not None else MaskGeometry(size, size, size)
+    crop, output_size = geometry.crop, geometry.output
     class_probs = mask_cls.float().softmax(-1)[:, :-1]
     if postprocess_before_inference:
-        masks = upsample_crop_resize(mask_pred, padded, crop, output_size)
-        pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())  # [H, W, K]
+        masks = resize_mask_logits(mask_pred, geometry)
+        pixel_scores = semantic_scores_per_pixel(class_probs, masks.sigmoid())  # [H, W, K]
     else:
         # The original resizes the [K, h, w] scores. Resizing is linear, so when the output is smaller than the
         # cropped input, resizing the [Q, h, w] mask probabilities first and combining them at the output size
         # gives the same scores (up to float rounding) for less work.
-        masks = crop_and_resize_masks(upsample_masks(mask_pred, padded, pixel_major=True), crop)
+        masks = resize_mask_logits(mask_pred, geometry._replace(output=crop))  # pixel-major [Q, h, w]
         if output_size[0] * output_size[1] < crop[0] * crop[1]:
             mask_probs = upsample_masks(masks.float().sigmoid(), output_size, pixel_major=True)
             pixel_scores = semantic_scores_per_pixel(class_probs, mask_probs)
         else:
             pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())
+            if not return_scores and tuple(output_size) != tuple(crop):
+                return _resized_argmax(pixel_scores, output_size), None
             # resize the [K, h, w] scores (a channels-last view: the fast kernel), back to [H, W, K]
             pixel_scores = upsample_masks(pixel_scores.permute(2, 0, 1), output_size, pixel_major=True)
             pixel_scores = pixel_scores.permute(1, 2, 0)
@@ -439,6 +450,39 @@ def semantic_segmentation(
     segmentation = pixel_scores.argmax(-1)
     scores = pixel_scores.permute(2, 0, 1).contiguous() if return_scores else None
     return segmentation, scores
+
+
+_ARGMAX_MARGIN = 1e-4  # score gap above which float rounding cannot change a per-pixel winner
+
+
+def _resized_argmax(pixel_scores: torch.Tensor, output_size: Sequence[int]) -> torch.Tensor:
+    """``argmax_c`` of the bilinearly resized ``[h, w, K]`` scores, without resizing all ``K`` maps.
+
+    A resized pixel is a convex combination of (at most) four source pixels: where the same class wins all four
+    by more than `_ARGMAX_MARGIN`, it wins the combination too. Only the other pixels (class boundaries) are
+    combined, with the weights of ``F.interpolate(mode="bilinear", align_corners=False)``.
+
+    Returns:
+        ``[H, W]`` int64 class ids.
+    """
+    height, width, _ = pixel_scores.shape
+    top = pixel_scores.topk(2, dim=-1)
+    best = top.indices[..., 0]
+    sure = (top.values[..., 0] - top.values[..., 1]) > _ARGMAX_MARGIN
+    taps = [_linear_taps(size, int(out_size)) for size, out_size in zip((height, width), output_size)]
+    (row_low, row_high, row_weight), (col_low, col_high, col_weight) = taps
+    corners = [(rows[:, None], cols[None, :]) for rows in (row_low, row_high) for cols in (col_low, col_high)]
+    labels = best[corners[0]]
+    certain = sure[corners[0]].clone()
+    for corner in corners[1:]:
+        certain &= sure[corner] & (best[corner] == labels)
+    ys, xs = (~certain).nonzero(as_tuple=True)
+    if ys.numel():
+        wy, wx = row_weight[ys, None], col_weight[xs, None]
+        top_row = pixel_scores[row_low[ys], col_low[xs]] * (1 - wx) + pixel_scores[row_low[ys], col_high[xs]] * wx
+        bottom = pixel_scores[row_high[ys], col_low[xs]] * (1 - wx) + pixel_scores[row_high[ys], col_high[xs]] * wx
+        labels[ys, xs] = (top_row * (1 - wy) + bottom * wy).argmax(-1)
+    return labels
 
 
 def semantic_scores_per_pixel(class_probs: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
