@@ -52,27 +52,45 @@ def read_video_frames(path: str | os.PathLike) -> Iterator[Image.Image]:
     return frames()
 
 
+def _as_rgb_frame(frame: Any, index: int) -> Any:
+    """One frame as 3-channel RGB, converted as the image pipeline converts images.
+
+    PIL images of any mode go through `convert("RGB")` (gray is repeated, alpha dropped); arrays/tensors may be
+    `[H, W]` (gray), `[H, W, C]` or `[C, H, W]` with C = 1 (gray), 3 or 4 (RGBA: alpha dropped).
+    """
+    if isinstance(frame, Image.Image):
+        return frame if frame.mode == "RGB" else frame.convert("RGB")
+    array = frame if isinstance(frame, torch.Tensor) else np.asarray(frame)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3:
+        raise ValueError(f"frame {index}: a frame must be [H, W], [H, W, C] or [C, H, W], got shape {tuple(array.shape)}")
+    channels_last = array.shape[-1] in (1, 3, 4)
+    if not channels_last and array.shape[0] not in (1, 3, 4):
+        raise ValueError(f"frame {index}: expected 1 (gray), 3 (RGB) or 4 (RGBA) channels, got shape {tuple(array.shape)}")
+    if not channels_last:
+        array = array.permute(1, 2, 0) if isinstance(array, torch.Tensor) else array.transpose(1, 2, 0)
+    if array.shape[-1] == 1:
+        array = array.repeat(1, 1, 3) if isinstance(array, torch.Tensor) else np.repeat(array, 3, axis=-1)
+    return array[..., :3]
+
+
 def _frame_size(frame: Any) -> tuple[int, int]:
+    """`(height, width)` of a frame from `_as_rgb_frame` (PIL or channels-last)."""
     if isinstance(frame, Image.Image):
         return frame.height, frame.width
-    array = np.asarray(frame) if not isinstance(frame, torch.Tensor) else frame
-    if array.ndim != 3:
-        raise ValueError(f"a frame must be [H, W, 3] or [3, H, W], got shape {tuple(array.shape)}")
-    return (array.shape[1], array.shape[2]) if array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3) else (
-        array.shape[0],
-        array.shape[1],
-    )
+    return int(frame.shape[0]), int(frame.shape[1])
 
 
 def _is_frame(item: Any) -> bool:
-    return isinstance(item, Image.Image) or (isinstance(item, np.ndarray | torch.Tensor) and item.ndim == 3)
+    return isinstance(item, Image.Image) or (isinstance(item, np.ndarray | torch.Tensor) and item.ndim in (2, 3))
 
 
 def _is_single_video(video: Any) -> bool:
     if isinstance(video, str | os.PathLike):
         return True
     if isinstance(video, np.ndarray | torch.Tensor):
-        return video.ndim == 4
+        return video.ndim in (3, 4)  # [frames, H, W] (gray) or [frames, H, W, C] / [frames, C, H, W]
     return isinstance(video, list | tuple) and (len(video) == 0 or _is_frame(video[0]))
 
 
@@ -86,7 +104,9 @@ class _Video:
 class VideoInstanceSegmentationPipeline(Pipeline):
     """Video instance segmentation with a video Mask2Former.
 
-    Call with a list of frames (PIL images, `[H, W, 3]` arrays or tensors) or a video file path. Parameters:
+    Call with a list of frames (PIL images of any mode, `[H, W]` / `[H, W, C]` / `[C, H, W]` arrays or tensors
+    with 1, 3 or 4 channels: gray and RGBA frames are converted to RGB as the image pipeline does; all frames of
+    the same size) or a video file path. The inputs follow the model's dtype (e.g. a bfloat16 model). Parameters:
     `window` (frames per clip for long videos; default: the whole video at once), `top_k` (tracks kept, 10 as the
     original), `threshold` (minimum score, default 0), `mask_threshold` (binarisation of the mask probability,
     0.5 = the original's logit > 0).
@@ -131,7 +151,7 @@ class VideoInstanceSegmentationPipeline(Pipeline):
             if not video:
                 raise ValueError("the video has no frames")
             frames = list(video)
-        elif isinstance(video, np.ndarray | torch.Tensor) and video.ndim == 4:
+        elif isinstance(video, np.ndarray | torch.Tensor) and video.ndim in (3, 4):
             frames = list(video)
         else:
             raise ValueError(
@@ -143,22 +163,31 @@ class VideoInstanceSegmentationPipeline(Pipeline):
         frames = model_inputs["frames"]
         sizes: list[tuple[int, int]] = []
 
-        def recorded(iterable):
-            for frame in iterable:
+        def checked(iterable):
+            """RGB frames, the size of each checked against the first before it reaches the processor."""
+            for index, frame in enumerate(iterable):
+                frame = _as_rgb_frame(frame, index)
                 sizes.append(_frame_size(frame))
+                if sizes[-1] != sizes[0]:
+                    raise ValueError(
+                        f"all frames of a video must have the same size: frame 0 is {sizes[0][0]}x{sizes[0][1]}, "
+                        f"frame {index} is {sizes[-1][0]}x{sizes[-1][1]} (height x width)"
+                    )
                 yield frame
 
         if window is None:
-            frames = list(recorded(frames))
+            frames = list(checked(frames))
             inputs = self.video_processor([frames], return_tensors="pt")
-            inputs = {key: value.to(self.device) for key, value in inputs.items()}
+            dtype = self.model.dtype
+            inputs = {
+                key: value.to(self.device, dtype=dtype) if value.is_floating_point() else value.to(self.device)
+                for key, value in inputs.items()
+            }
             outputs = self.model(**inputs, output_auxiliary_logits=False)
         else:
             outputs = windowed_video_inference(
-                self.model, recorded(frames), window, video_processor=self.video_processor
+                self.model, checked(frames), window, video_processor=self.video_processor
             )
-        if len(set(sizes)) != 1:
-            raise ValueError(f"all frames of a video must have the same size, got {sorted(set(sizes))}")
         return {"outputs": outputs, "original_size": sizes[0]}
 
     def postprocess(self, model_outputs: dict[str, Any], top_k: int | None = None, threshold: float = 0.0,

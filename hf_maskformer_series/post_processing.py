@@ -36,6 +36,7 @@ Inference, per image:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -55,6 +56,7 @@ __all__ = [
     "instance_id_map",
     "instance_inference",
     "instance_scores_from_selection",
+    "instance_selection",
     "mask_logit_threshold",
     "outputs_field",
     "panoptic_from_selection",
@@ -247,6 +249,7 @@ def crop_and_resize_masks(
     masks: torch.Tensor,
     crop_size: Sequence[int] | torch.Tensor,
     output_size: Sequence[int] | torch.Tensor | None = None,
+    pixel_major: bool = False,
 ) -> torch.Tensor:
     """Crop the bottom/right padding, then bilinearly resize (the original's ``sem_seg_postprocess``).
 
@@ -254,6 +257,7 @@ def crop_and_resize_masks(
         masks: ``[..., padded_height, padded_width]``.
         crop_size: ``(height, width)`` of the un-padded image inside the padded input (top-left corner).
         output_size: requested ``(height, width)``; ``None`` keeps the cropped size.
+        pixel_major: see :func:`upsample_masks`.
 
     Returns:
         ``[..., output_height, output_width]``.
@@ -266,7 +270,7 @@ def crop_and_resize_masks(
     cropped = masks[..., :crop_height, :crop_width]
     if output_size is None:
         return cropped
-    return upsample_masks(cropped, output_size)
+    return upsample_masks(cropped, output_size, pixel_major=pixel_major)
 
 
 def upsample_crop_resize(
@@ -274,6 +278,7 @@ def upsample_crop_resize(
     padded_size: Sequence[int] | torch.Tensor,
     crop_size: Sequence[int] | torch.Tensor,
     output_size: Sequence[int] | torch.Tensor | None = None,
+    pixel_major: bool = False,
 ) -> torch.Tensor:
     """The original's full resize chain: upsample to the padded input size, crop the padding, resize.
 
@@ -282,24 +287,97 @@ def upsample_crop_resize(
         padded_size: ``(H, W)`` of the padded model input.
         crop_size: ``(height, width)`` of the real image inside the padded input.
         output_size: requested ``(height, width)``; ``None`` keeps the cropped size.
+        pixel_major: see :func:`upsample_masks` (the padded-size intermediate is pixel-major in any case).
 
     Returns:
         ``[..., output_height, output_width]`` mask logits.
     """
-    return crop_and_resize_masks(upsample_masks(mask_logits, padded_size), crop_size, output_size)
+    upsampled = upsample_masks(mask_logits, padded_size, pixel_major=True)
+    resized = crop_and_resize_masks(upsampled, crop_size, output_size, pixel_major=True)
+    return resized if pixel_major else resized.contiguous()
+
+
+def _linear_taps(in_size: int, out_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """1-D linear resizing as ``F.interpolate(mode="bilinear", align_corners=False)`` does it along one axis.
+
+    Returns ``low [out]``, ``high [out]`` source indices and the float32 weight ``[out]`` of `high` (source
+    ``(dst + 0.5) * in / out - 0.5``, clamped at 0; computed in float32 as PyTorch's CPU kernel does).
+    """
+    scale = torch.tensor(in_size / out_size, dtype=torch.float32)
+    source = ((torch.arange(out_size, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    low = source.long().clamp(max=in_size - 1)
+    high = (low + 1).clamp(max=in_size - 1)
+    return low, high, source - low
+
+
+def _linear_interpolation_matrix(in_size: int, out_size: int) -> torch.Tensor:
+    """``[out_size, in_size]`` float64 matrix of :func:`_linear_taps` (the identity at equal sizes)."""
+    if in_size == out_size:
+        return torch.eye(out_size, dtype=torch.float64)
+    low, high, high_weight = _linear_taps(in_size, out_size)
+    high_weight = high_weight.double()
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+    rows = torch.arange(out_size)
+    matrix.index_put_((rows, low), 1.0 - high_weight, accumulate=True)
+    matrix.index_put_((rows, high), high_weight, accumulate=True)
+    return matrix
+
+
+_BAND_ROWS = 32  # output rows per block of the banded product
+
+
+@functools.lru_cache(maxsize=64)
+def _resize_operators(
+    mask_size: tuple[int, int], geometry: MaskGeometry
+) -> tuple[torch.Tensor, torch.Tensor, tuple[tuple[int, int, int, int], ...]]:
+    """The upsample → crop → resize chain as one linear map per axis.
+
+    Returns ``rows [H, h]`` (float32), ``columns_t [w, W]`` (float32) and the row blocks ``(start, stop, first,
+    last)``: output rows ``start:stop`` read only input rows ``first:last`` (each output row reads 2-4 input rows).
+    """
+    axes = []
+    for axis in range(2):
+        upsample = _linear_interpolation_matrix(mask_size[axis], geometry.padded[axis])[: geometry.crop[axis]]
+        axes.append(_linear_interpolation_matrix(geometry.crop[axis], geometry.output[axis]) @ upsample)
+    rows, columns = axes
+    blocks = []
+    for start in range(0, rows.shape[0], _BAND_ROWS):
+        used = rows[start : start + _BAND_ROWS].ne(0).any(0).nonzero().flatten()
+        first, last = (int(used[0]), int(used[-1]) + 1) if used.numel() else (0, 1)
+        blocks.append((start, min(start + _BAND_ROWS, rows.shape[0]), first, last))
+    return rows.float(), columns.t().float().contiguous(), tuple(blocks)
 
 
 def resize_mask_logits(mask_logits: torch.Tensor, geometry: MaskGeometry) -> torch.Tensor:
-    """Mask logits at the model's resolution → the output size of `geometry` (:func:`upsample_crop_resize`).
+    """Mask logits at the model's resolution → the output size of `geometry`, as one separable linear map.
+
+    Equal (to float rounding, ~1e-6) to :func:`upsample_crop_resize`, the original's chain (bilinear upsampling to
+    the padded input, crop, bilinear resize), which is linear per mask: here it is a product with a precomputed
+    ``[w, W]`` matrix, then a banded product with the ``[H, h]`` one, written straight into pixel-major memory;
+    the padded-size intermediate is never materialised.
 
     Args:
         mask_logits: ``[..., h, w]``.
         geometry: the image's :class:`MaskGeometry`.
 
     Returns:
-        ``[..., output_height, output_width]`` float logits.
+        ``[..., output_height, output_width]`` float32 logits, pixel-major in memory (the leading dimensions
+        innermost: what the per-pixel reductions over queries want).
     """
-    return upsample_crop_resize(mask_logits, geometry.padded, geometry.crop, geometry.output)
+    leading, (height, width) = mask_logits.shape[:-2], mask_logits.shape[-2:]
+    out_height, out_width = geometry.output
+    count = math.prod(leading)
+    rows, columns_t, blocks = _resize_operators((int(height), int(width)), geometry)
+    rows, columns_t = rows.to(mask_logits.device), columns_t.to(mask_logits.device)
+    if count == 0:
+        return mask_logits.new_zeros((*leading, out_height, out_width), dtype=torch.float32)
+    # width first: [count * h, w] @ [w, W], then laid out [h, W * count] for the banded row products
+    widened = (mask_logits.reshape(count * height, width).float() @ columns_t).view(count, height, out_width)
+    widened = widened.permute(1, 2, 0).reshape(height, out_width * count)
+    resized = torch.empty(out_height, out_width * count, dtype=torch.float32, device=mask_logits.device)
+    for start, stop, first, last in blocks:
+        torch.mm(rows[start:stop, first:last], widened[first:last], out=resized[start:stop])
+    return resized.view(out_height, out_width, count).permute(2, 0, 1).view(*leading, out_height, out_width)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -347,21 +425,24 @@ def semantic_segmentation(
         ``segmentation [H, W]`` int64 class ids and ``scores [K, H, W]`` (``None`` unless `return_scores`).
     """
     size = tuple(mask_pred.shape[-2:])
-    padded, crop, output_size = geometry if geometry is not None else (size, size, size)
+    geometry = geometry if geometry is not None else MaskGeometry(size, size, size)
+    crop, output_size = geometry.crop, geometry.output
     class_probs = mask_cls.float().softmax(-1)[:, :-1]
     if postprocess_before_inference:
-        masks = upsample_crop_resize(mask_pred, padded, crop, output_size)
-        pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())  # [H, W, K]
+        masks = resize_mask_logits(mask_pred, geometry)
+        pixel_scores = semantic_scores_per_pixel(class_probs, masks.sigmoid())  # [H, W, K]
     else:
         # The original resizes the [K, h, w] scores. Resizing is linear, so when the output is smaller than the
         # cropped input, resizing the [Q, h, w] mask probabilities first and combining them at the output size
         # gives the same scores (up to float rounding) for less work.
-        masks = crop_and_resize_masks(upsample_masks(mask_pred, padded, pixel_major=True), crop)
+        masks = resize_mask_logits(mask_pred, geometry._replace(output=crop))  # pixel-major [Q, h, w]
         if output_size[0] * output_size[1] < crop[0] * crop[1]:
             mask_probs = upsample_masks(masks.float().sigmoid(), output_size, pixel_major=True)
             pixel_scores = semantic_scores_per_pixel(class_probs, mask_probs)
         else:
             pixel_scores = semantic_scores_per_pixel(class_probs, masks.float().sigmoid())
+            if not return_scores and tuple(output_size) != tuple(crop):
+                return _resized_argmax(pixel_scores, output_size), None
             # resize the [K, h, w] scores (a channels-last view: the fast kernel), back to [H, W, K]
             pixel_scores = upsample_masks(pixel_scores.permute(2, 0, 1), output_size, pixel_major=True)
             pixel_scores = pixel_scores.permute(1, 2, 0)
@@ -369,6 +450,39 @@ def semantic_segmentation(
     segmentation = pixel_scores.argmax(-1)
     scores = pixel_scores.permute(2, 0, 1).contiguous() if return_scores else None
     return segmentation, scores
+
+
+_ARGMAX_MARGIN = 1e-4  # score gap above which float rounding cannot change a per-pixel winner
+
+
+def _resized_argmax(pixel_scores: torch.Tensor, output_size: Sequence[int]) -> torch.Tensor:
+    """``argmax_c`` of the bilinearly resized ``[h, w, K]`` scores, without resizing all ``K`` maps.
+
+    A resized pixel is a convex combination of (at most) four source pixels: where the same class wins all four
+    by more than `_ARGMAX_MARGIN`, it wins the combination too. Only the other pixels (class boundaries) are
+    combined, with the weights of ``F.interpolate(mode="bilinear", align_corners=False)``.
+
+    Returns:
+        ``[H, W]`` int64 class ids.
+    """
+    height, width, _ = pixel_scores.shape
+    top = pixel_scores.topk(2, dim=-1)
+    best = top.indices[..., 0]
+    sure = (top.values[..., 0] - top.values[..., 1]) > _ARGMAX_MARGIN
+    taps = [_linear_taps(size, int(out_size)) for size, out_size in zip((height, width), output_size)]
+    (row_low, row_high, row_weight), (col_low, col_high, col_weight) = taps
+    corners = [(rows[:, None], cols[None, :]) for rows in (row_low, row_high) for cols in (col_low, col_high)]
+    labels = best[corners[0]]
+    certain = sure[corners[0]].clone()
+    for corner in corners[1:]:
+        certain &= sure[corner] & (best[corner] == labels)
+    ys, xs = (~certain).nonzero(as_tuple=True)
+    if ys.numel():
+        wy, wx = row_weight[ys, None], col_weight[xs, None]
+        top_row = pixel_scores[row_low[ys], col_low[xs]] * (1 - wx) + pixel_scores[row_low[ys], col_high[xs]] * wx
+        bottom = pixel_scores[row_high[ys], col_low[xs]] * (1 - wx) + pixel_scores[row_high[ys], col_high[xs]] * wx
+        labels[ys, xs] = (top_row * (1 - wy) + bottom * wy).argmax(-1)
+    return labels
 
 
 def semantic_scores_per_pixel(class_probs: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
@@ -408,6 +522,17 @@ def select_panoptic_queries(
     keep = labels.ne(num_classes) & (scores > object_mask_threshold)
     query_indices = keep.nonzero().flatten()
     return query_indices, scores[query_indices], labels[query_indices]
+
+
+def _count_true(flags: torch.Tensor) -> torch.Tensor:
+    """Column counts ``[n]`` of a bool ``[pixels, n]`` matrix, as int64.
+
+    A float matrix-vector product: several times faster on CPU than summing bools (which materialises an int64
+    copy), and exact (0/1 sums stay integers below 2**24 in float32; more pixels than that are summed in float64).
+    """
+    dtype = torch.float32 if flags.shape[0] < 2**24 else torch.float64
+    ones = torch.ones(1, flags.shape[0], dtype=dtype, device=flags.device)
+    return (ones @ flags.to(dtype)).squeeze(0).round().long()
 
 
 def _label_set_tensor(label_ids: Iterable[int] | None, device: torch.device) -> torch.Tensor:
@@ -453,14 +578,15 @@ def panoptic_from_selection(
     if num_selected == 0:
         return torch.zeros(spatial, dtype=torch.int32, device=device), []
 
-    weighted = scores.view(-1, *([1] * len(spatial))) * mask_probs
-    winner = weighted.argmax(0)  # [...]
+    # per-pixel work over the queries runs on [..., n]: a free view when the probabilities are pixel-major
+    probs_last = mask_probs.movedim(0, -1)
+    winner = (probs_last * scores).argmax(-1)  # [...]
     flat_winner = winner.flatten()
     arg_max_area = torch.bincount(flat_winner, minlength=num_selected)
-    above = mask_probs >= mask_threshold
-    own_area = above.flatten(1).sum(1)
+    above = probs_last >= mask_threshold
+    own_area = _count_true(above.reshape(-1, num_selected))
     if intersect_with_mask:
-        winner_above = above.gather(0, winner.unsqueeze(0)).squeeze(0)  # [...] bool
+        winner_above = above.gather(-1, winner.unsqueeze(-1)).squeeze(-1)  # [...] bool
         final_area = torch.bincount(flat_winner[winner_above.flatten()], minlength=num_selected)
     else:
         winner_above = None
@@ -603,12 +729,58 @@ def instance_scores_from_selection(
         ``binary_masks [n, ...]`` bool and ``scores [n]`` = class prob x mean sigmoid inside the mask
         (``eps = 1e-6`` in the denominator, as in the original).
     """
-    mask_logits = mask_logits.float()
-    binary_masks = mask_logits > mask_logit_threshold(mask_threshold)
-    flat_binary = binary_masks.flatten(1)
-    inside = torch.where(flat_binary, mask_logits.flatten(1).sigmoid(), 0.0)
-    mask_scores = inside.sum(1) / (flat_binary.sum(1).to(inside.dtype) + 1e-6)
-    return binary_masks, class_scores * mask_scores
+    spatial, count = mask_logits.shape[1:], mask_logits.shape[0]
+    # [pixels, n]: a free view when the logits are pixel-major
+    logits_last = mask_logits.float().movedim(0, -1).reshape(-1, count)
+    binary_last = logits_last > mask_logit_threshold(mask_threshold)
+    inside = torch.where(binary_last, logits_last.sigmoid(), 0.0)
+    mask_scores = inside.sum(0) / (_count_true(binary_last).to(inside.dtype) + 1e-6)
+    return binary_last.view(*spatial, count).movedim(-1, 0), class_scores * mask_scores
+
+
+def instance_selection(
+    mask_cls: torch.Tensor,
+    mask_pred: torch.Tensor,
+    top_k: int = 100,
+    mask_threshold: float = 0.5,
+    excluded_label_ids: Iterable[int] | None = None,
+    geometry: MaskGeometry | None = None,
+    threshold: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`instance_inference` without materialising one mask per pair.
+
+    Several (query, class) pairs may share a query, so the binary masks are kept once per query.
+
+    Returns:
+        dict with ``unique_masks [u, ...]`` bool (one per distinct query; possibly pixel-major in memory),
+        ``mask_index [n]`` (the mask of each pair), ``scores [n]``, ``labels [n]`` and ``query_indices [n]``, pairs
+        by decreasing score.
+    """
+    class_scores, labels, query_indices = select_top_k_query_classes(mask_cls, top_k, excluded_label_ids)
+    if threshold is not None:
+        candidates = class_scores >= threshold
+        class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
+    unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
+    logits = mask_pred[unique_queries]
+    if geometry is not None:
+        logits = resize_mask_logits(logits, geometry)
+    unique_binary, unique_mask_scores = instance_scores_from_selection(
+        torch.ones(unique_queries.numel(), device=mask_cls.device), logits, mask_threshold
+    )
+    scores = class_scores * unique_mask_scores[inverse]
+    if threshold is None:
+        order = torch.argsort(scores, descending=True, stable=True)
+    else:
+        non_empty = unique_binary.movedim(0, -1).reshape(-1, unique_queries.numel()).any(0)[inverse]
+        order = ((scores >= threshold) & non_empty).nonzero().flatten()
+        order = order[torch.argsort(scores[order], descending=True, stable=True)]
+    return {
+        "unique_masks": unique_binary,
+        "mask_index": inverse[order],
+        "scores": scores[order],
+        "labels": labels[order],
+        "query_indices": query_indices[order],
+    }
 
 
 def instance_inference(
@@ -639,69 +811,62 @@ def instance_inference(
         dict with ``masks [n, ...]`` bool, ``scores [n]``, ``labels [n]`` and ``query_indices [n]``, sorted by
         decreasing score (the original leaves the order of ``topk(sorted=False)``).
     """
-    class_scores, labels, query_indices = select_top_k_query_classes(mask_cls, top_k, excluded_label_ids)
-    if threshold is not None:
-        candidates = class_scores >= threshold
-        class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
-    unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
-    logits = mask_pred[unique_queries]
-    if geometry is not None:
-        logits = resize_mask_logits(logits, geometry)
-    unique_binary, unique_mask_scores = instance_scores_from_selection(
-        torch.ones(unique_queries.numel(), device=mask_cls.device), logits, mask_threshold
-    )
-    scores = class_scores * unique_mask_scores[inverse]
-    if threshold is None:
-        order = torch.argsort(scores, descending=True, stable=True)
-    else:
-        non_empty = unique_binary.flatten(1).any(1)[inverse]
-        order = ((scores >= threshold) & non_empty).nonzero().flatten()
-        order = order[torch.argsort(scores[order], descending=True, stable=True)]
-    return {
-        "masks": unique_binary[inverse[order]],
-        "scores": scores[order],
-        "labels": labels[order],
-        "query_indices": query_indices[order],
-    }
+    found = instance_selection(mask_cls, mask_pred, top_k, mask_threshold, excluded_label_ids, geometry, threshold)
+    masks = found.pop("unique_masks").contiguous().index_select(0, found.pop("mask_index"))
+    return {"masks": masks, **found}
 
 
 def instance_id_map(
-    binary: torch.Tensor, overlap_mask_area_threshold: float, output_size: Sequence[int]
+    binary: torch.Tensor,
+    overlap_mask_area_threshold: float,
+    output_size: Sequence[int],
+    mask_index: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Id map from score-sorted binary masks.
+    """Id map from score-sorted instances.
 
-    Each pixel goes to the highest-scoring mask covering it; masks with a visible fraction below
+    Each pixel goes to the highest-scoring instance covering it; instances with a visible fraction below
     `overlap_mask_area_threshold` are dropped and the pixels re-assigned among the others (one pass: the visible
     fraction of a survivor can only grow).
 
     Args:
-        binary: ``[n, height, width]`` bool masks, by decreasing score.
+        binary: ``[u, height, width]`` bool masks (any memory layout; pixel-major is fastest).
         overlap_mask_area_threshold: minimum visible fraction.
         output_size: ``(height, width)``.
+        mask_index: ``[n]`` the mask of each instance, instances by decreasing score (default: ``arange(u)``).
 
     Returns:
         The ``[height, width]`` int32 map (-1 = none, ids ``0..m-1`` in score order) and the indices ``[m]`` of
-        the surviving masks.
+        the surviving instances.
     """
-
-    def assign(masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        covered = masks.any(0)
-        winner = masks.to(torch.uint8).argmax(0)  # first (= best-scoring) covering mask
-        visible = torch.bincount(winner[covered], minlength=masks.shape[0])
-        return covered, winner, visible
-
     device = binary.device
+    count = binary.shape[0]
+    mask_index = torch.arange(count, device=device) if mask_index is None else mask_index
     empty = torch.full(_as_size(output_size), -1, dtype=torch.int32, device=device)
-    candidates = torch.arange(binary.shape[0], device=device)
+    if mask_index.numel() == 0:
+        return empty, mask_index.new_zeros(0)
+    pixels = binary.movedim(0, -1).reshape(-1, count)  # [pixels, u]: a free view when pixel-major
+
+    def assign(instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per pixel the position in `instances` of the best covering one (weight = positions left)."""
+        total = instances.numel()
+        rank = torch.full((count,), total, dtype=torch.long, device=device)
+        rank.scatter_reduce_(0, mask_index[instances], torch.arange(total, device=device), reduce="amin")
+        dtype = torch.uint8 if total < 256 else torch.int32
+        best = (pixels.to(dtype) * (total - rank).to(dtype)).amax(-1)  # 0 = not covered
+        covered = best > 0
+        position = total - best.long()
+        visible = torch.bincount(position[covered], minlength=total)
+        return covered, position, visible
+
+    areas = _count_true(pixels)[mask_index]
+    everyone = torch.arange(mask_index.numel(), device=device)
+    _, _, visible = assign(everyone)
+    ratio = visible.double() / areas.double().clamp(min=1)
+    candidates = everyone[(ratio >= overlap_mask_area_threshold) & (visible > 0)]
     if candidates.numel() == 0:
         return empty, candidates
-    _, _, visible = assign(binary)
-    ratio = visible.double() / binary.flatten(1).sum(1).double()
-    candidates = candidates[(ratio >= overlap_mask_area_threshold) & (visible > 0)]
-    if candidates.numel() == 0:
-        return empty, candidates
-    covered, winner, visible = assign(binary[candidates])
-    segmentation = torch.where(covered, winner.to(torch.int32), empty)
+    covered, position, _ = assign(candidates)
+    segmentation = torch.where(covered, position.to(torch.int32), -1).view(empty.shape)
     return segmentation, candidates
 
 
@@ -730,8 +895,8 @@ def video_instance_inference(
     logits = mask_pred[unique_queries].float()
     if geometry is not None:
         logits = resize_mask_logits(logits, geometry)
-    masks = logits > mask_logit_threshold(mask_threshold)
-    return {"scores": scores, "labels": labels, "query_indices": query_indices, "masks": masks[inverse]}
+    masks = (logits > mask_logit_threshold(mask_threshold))[inverse].contiguous()
+    return {"scores": scores, "labels": labels, "query_indices": query_indices, "masks": masks}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -917,18 +1082,21 @@ class SegmentationPostProcessingMixin:
         geometry = image_geometry(outputs, class_logits.shape[0], mask_logits.shape[-2:], target_sizes)
         results = []
         for index, image in enumerate(geometry):
-            found = instance_inference(
+            found = instance_selection(
                 class_logits[index], mask_logits[index], top_k, mask_threshold, label_ids_to_fuse, image,
                 threshold=threshold,
             )
-            binary = found["masks"]
-            if return_binary_maps:
-                segmentation, survivors = binary.float(), torch.arange(binary.shape[0], device=binary.device)
-            elif return_coco_annotation:
-                segmentation = [binary_mask_to_coco_rle(mask) for mask in binary]
-                survivors = torch.arange(binary.shape[0], device=binary.device)
+            survivors = torch.arange(found["mask_index"].numel(), device=class_logits.device)
+            if return_binary_maps or return_coco_annotation:
+                binary = found["unique_masks"].contiguous().index_select(0, found["mask_index"])
+                if return_binary_maps:
+                    segmentation = binary.float()
+                else:
+                    segmentation = [binary_mask_to_coco_rle(mask) for mask in binary]
             else:
-                segmentation, survivors = instance_id_map(binary, overlap_mask_area_threshold, image.output)
+                segmentation, survivors = instance_id_map(
+                    found["unique_masks"], overlap_mask_area_threshold, image.output, found["mask_index"]
+                )
             segments_info = [
                 {"id": new_id, "label_id": int(label), "was_fused": False, "score": float(score)}
                 for new_id, (label, score) in enumerate(

@@ -113,7 +113,8 @@ def windowed_video_inference(
         if video_processor is None:
             raise ValueError("raw frames need a video_processor")
         clips = iterate_frame_clips(video, window, video_processor)
-    device = next(model.parameters()).device
+    parameter = next(model.parameters())
+    device, dtype = parameter.device, parameter.dtype  # the pixels follow the model's dtype (bf16 / fp16 models)
     mask_chunks: list[torch.Tensor] = []
     class_logits = probability_sum = None
     previous_embeddings = None
@@ -122,7 +123,7 @@ def windowed_video_inference(
     num_clips = 0
     for clip, clip_mask in clips:
         outputs = model(
-            clip.to(device),
+            clip.to(device, dtype),
             pixel_mask=None if clip_mask is None else clip_mask.to(device),
             output_auxiliary_logits=False,
         )

@@ -216,3 +216,35 @@ def test_rle_long_runs_round_trip():
     ours = binary_mask_to_coco_rle(mask)
     assert np.array_equal(mask_utils.decode({"size": ours["size"], "counts": ours["counts"].encode()}), mask.numpy())
     assert int(mask_utils.area({"size": ours["size"], "counts": ours["counts"].encode()})) == int(mask.sum())
+
+
+def test_separable_resize_equals_the_interpolate_chain():
+    """`resize_mask_logits` (one separable map) against the original's chain (`F.interpolate` twice, crop)."""
+    from hf_maskformer_series.post_processing import MaskGeometry, resize_mask_logits
+
+    generator = torch.Generator().manual_seed(3)
+    for shape, geometry in [
+        ((20, 24, 32), MaskGeometry((96, 128), (96, 128), (120, 160))),  # upsample, no crop, enlarge
+        ((5, 3, 8, 12), MaskGeometry((32, 48), (20, 30), (25, 33))),  # video masks, crop
+        ((7, 16, 16), MaskGeometry((64, 64), (50, 61), (50, 61))),  # crop only
+        ((4, 10, 13), MaskGeometry((40, 52), (37, 49), (100, 9))),  # shrink one axis
+    ]:
+        logits = torch.randn(*shape, generator=generator) * 8
+        ours = resize_mask_logits(logits, geometry)
+        reference = upsample_crop_resize(logits, *geometry)
+        assert ours.shape == reference.shape
+        torch.testing.assert_close(ours, reference, atol=1e-4, rtol=1e-5)
+
+
+def test_semantic_argmax_without_resizing_every_class_map():
+    """The semantic map from resizing only the boundary pixels equals the argmax of the fully resized scores."""
+    from hf_maskformer_series.post_processing import MaskGeometry, semantic_segmentation
+
+    generator = torch.Generator().manual_seed(4)
+    mask_cls = torch.randn(12, 8, generator=generator) * 3
+    mask_pred = F.interpolate(torch.randn(1, 12, 6, 8, generator=generator) * 6, size=(24, 32), mode="bicubic")[0]
+    geometry = MaskGeometry((96, 128), (90, 120), (131, 170))
+    fast, _ = semantic_segmentation(mask_cls, mask_pred, geometry)
+    full, scores = semantic_segmentation(mask_cls, mask_pred, geometry, return_scores=True)
+    assert torch.equal(fast, full) and torch.equal(full, scores.argmax(0))
+    assert len(fast.unique()) >= 3

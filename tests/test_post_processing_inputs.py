@@ -165,3 +165,30 @@ def test_batched_pipeline_equals_one_at_a_time(saved_model, subtask):
     two = pipeline("image-segmentation", model=str(folder))(images, subtask=subtask, batch_size=2, **kwargs)
     assert len(one) == len(two) == 3 and any(one)
     assert _as_comparable(one) == _as_comparable(two)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_empty_image_area_is_a_clear_error(kind):
+    """An all-zero `pixel_mask` row gives image_sizes (0, 0): a ValueError naming it, not a crash."""
+    outputs = dict(model_outputs_dict("m2f_image_swin"), image_sizes=torch.tensor([[0, 0], [96, 120]]))
+    method = getattr(hms.SeriesMask2FormerImageProcessor(), f"post_process_{kind}_segmentation")
+    with pytest.raises(ValueError, match=r"Image 0 has an empty un-padded area.*pixel_mask"):
+        method(outputs, **KINDS[kind])
+    with pytest.raises(ValueError, match=r"Image 0: target size \(0, 5\) is empty"):
+        method(model_outputs_dict("m2f_image_swin"), target_sizes=[(0, 5), (4, 4)], **KINDS[kind])
+    video = {"class_queries_logits": torch.zeros(1, 2, 3), "masks_queries_logits": torch.zeros(1, 2, 1, 4, 4),
+             "image_sizes": torch.tensor([[0, 4]]), "padded_image_size": torch.tensor([[4, 4]])}
+    with pytest.raises(ValueError, match="empty un-padded area"):
+        SeriesVideoMask2FormerVideoProcessor().post_process_video_instance_segmentation(video)
+
+
+@pytest.mark.parametrize("mask_threshold", [0.0, 1.5])
+def test_mask_threshold_outside_0_1_is_rejected(saved_model, mask_threshold):
+    folder, _, processor = saved_model
+    outputs = model_outputs_dict("m2f_image_swin")
+    for kind in ("instance", "panoptic"):
+        with pytest.raises(ValueError, match=r"`mask_threshold`.*\(0, 1\)"):
+            getattr(processor, f"post_process_{kind}_segmentation")(outputs, mask_threshold=mask_threshold)
+    segmenter = pipeline("image-segmentation", model=str(folder))
+    with pytest.raises(ValueError, match=r"`mask_threshold`.*\(0, 1\)"):
+        segmenter(_images(1)[0], mask_threshold=mask_threshold)
