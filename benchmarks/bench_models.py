@@ -81,6 +81,7 @@ class Settings:
     quick: bool = False
     device: str = "cpu"
     threads: int = 2
+    clock: str = "wall"  # or "cpu": CPU seconds of the process (a loaded machine; use with threads=1)
     repeats: int = 5
     warmup: int = 1
     checks_only: bool = False
@@ -306,7 +307,7 @@ def timed_pair(settings: Settings, ours, theirs, repeats: int | None = None,
     timings = time_interleaved(
         {"ours": ours, "theirs": theirs}, repeats=repeats or settings.repeats,
         warmup=settings.warmup if warmup is None else warmup,
-        device=settings.device, min_seconds=0.0 if settings.quick else 1.0, max_repeats=50,
+        device=settings.device, min_seconds=0.0 if settings.quick else 1.0, max_repeats=50, clock=settings.clock,
     )
     return timings["ours"].median, timings["theirs"].median
 
@@ -981,7 +982,7 @@ def bench_video(pair: ModelPair, settings: Settings) -> list[Result]:
         timings = time_interleaved(
             {"video": run_video, "ours": lambda: frame_by_frame(pair.ours),
              "theirs": lambda: frame_by_frame(pair.theirs)},
-            repeats=max(settings.repeats - 2, 1), warmup=settings.warmup, device=settings.device,
+            repeats=max(settings.repeats - 2, 1), warmup=settings.warmup, device=settings.device, clock=settings.clock,
         )
         video_s, ours_s, theirs_s = (timings[key].median for key in ("video", "ours", "theirs"))
         memory = {}
@@ -1031,6 +1032,7 @@ def environment_summary(settings: Settings) -> dict:
         model_name = platform.processor() or "unknown"
     summary = {
         "cpu": model_name, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "device": settings.device,
+        "clock": settings.clock,
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
     }
     if torch.device(settings.device).type == "cuda":
@@ -1089,7 +1091,7 @@ def format_report(results: list[Result], environment: dict) -> str:
     lines = [
         f"Machine: {environment['cpu']} ({environment['cores']} cores), device {environment['device']}"
         + (f" ({environment['gpu']})" if "gpu" in environment else "")
-        + f", {environment['threads']} threads; Python {environment['python']}, torch {environment['torch']}, "
+        + f", {environment['threads']} threads, {environment.get('clock', 'wall')} clock; Python {environment['python']}, torch {environment['torch']}, "
         f"transformers {environment['transformers']}.",
         "",
     ]
@@ -1157,6 +1159,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny models and inputs (smoke run)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                        help="wall time (default) or the process' CPU time (a loaded machine; with --threads 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 5, quick 2)")
     parser.add_argument("--train-rounds", type=int, default=None,
                         help="training child processes per implementation (default 2, quick 1)")
@@ -1201,7 +1205,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(training_step_child(args) if args.child_train else video_memory_child(args)))
         return 0
     split = lambda text: tuple(item.strip() for item in text.split(",") if item.strip())  # noqa: E731
-    overrides = dict(device=args.device, threads=args.threads, checks_only=args.checks_only,
+    overrides = dict(device=args.device, threads=args.threads, clock=args.clock, checks_only=args.checks_only,
                      sections=split(args.sections), families=split(args.families), backbones=split(args.backbones))
     if args.repeats is not None:
         overrides["repeats"] = args.repeats

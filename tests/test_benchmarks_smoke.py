@@ -95,3 +95,16 @@ def test_synthetic_outputs_have_the_requested_confident_queries():
     assert int(confident.sum()) == 20 and len(set(labels[confident].tolist())) == 20
     assert outputs.masks_queries_logits.shape == (1, 100, 96, 128)
     assert torch.equal(outputs.image_sizes, torch.tensor([[384, 512]]))
+
+
+def test_cpu_clock_counts_work_and_unknown_clocks_fail():
+    def busy():
+        total = 0
+        for index in range(20000):
+            total += index
+        return total
+
+    timings = time_interleaved({"busy": busy}, repeats=2, warmup=0, clock="cpu")
+    assert len(timings["busy"].runs) == 2 and timings["busy"].median > 0
+    with pytest.raises(ValueError, match="clock must be one of"):
+        time_interleaved({"busy": busy}, repeats=1, clock="gpu")
