@@ -12,10 +12,12 @@ steps run in fresh child processes, one per implementation, for a clean peak-mem
 both sides agree (logits to 1e-4, identical encodings and post-processed segments where the two are specified to
 be identical) and the table says how.
 
-Sections: processor (inference preprocessing, training-target encoding), forward (eval, 384² and 512², batch 1
-and 2), postprocess (panoptic / instance / semantic to 480×640), pipeline (`pipeline("image-segmentation")`),
-train (forward + backward + AdamW step at 384², batch 2: time and peak memory), video (the video model's forward
-on 2- and 5-frame clips against the image models run frame by frame).
+Sections: processor (inference preprocessing, training-target encoding one-hot and lean), forward (eval, 384² and
+512², batch 1 and 2), postprocess (panoptic / instance / semantic of real model outputs to 480×640), pipeline
+(`pipeline("image-segmentation")`, with the time of each stage), bf16 (our model in bfloat16 against
+transformers' in float32: forward and pipeline, with mask-sign agreement), train (forward + backward + AdamW step
+at 384², batch 2: time and peak memory, one-hot and lean targets), video (the video model's forward on 2- and
+5-frame clips against the image models run frame by frame). Every row shows its floor from issue 12, if any.
 """
 
 from __future__ import annotations
@@ -54,16 +56,17 @@ from benchmarks.common import (  # noqa: E402
 )
 
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
-SECTIONS = ("processor", "forward", "postprocess", "pipeline", "train", "video")
+SECTIONS = ("processor", "forward", "postprocess", "pipeline", "bf16", "train", "video")
 LOGIT_ATOL = 1e-4
 LOSS_RTOL = 1e-3
-TARGETS = {  # section -> minimum speed-up theirs/ours (the issue's targets, CPU, 2 threads)
-    "pipeline": 1.5,
-    "postprocess": 5.0,
+TARGETS = {  # section -> minimum speed-up theirs/ours (issue 12's floors, CPU, 2 threads)
+    "pipeline": 1.3,
+    "postprocess": 3.0,
     "encode": 2.0,
+    "bf16": 3.0,
     "train": 1.3,
 }
-TRAIN_MEMORY_TARGET = 0.7  # ours/theirs peak memory of a training step
+TRAIN_MEMORY_TARGET = 0.7  # ours/theirs peak memory of a training step (lean targets)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -78,6 +81,7 @@ class Settings:
     quick: bool = False
     device: str = "cpu"
     threads: int = 2
+    clock: str = "wall"  # or "cpu": CPU seconds of the process (a loaded machine; use with threads=1)
     repeats: int = 5
     warmup: int = 1
     checks_only: bool = False
@@ -96,6 +100,9 @@ class Settings:
     train_rounds: int = 2  # child processes per implementation, alternating
     video_frames: tuple[int, ...] = (2, 5)
     video_size: int = 384
+    # bf16: fraction of mask-logit signs equal to the float32 model's (quick: tiny random models have small logits,
+    # so more entries sit near the sign change)
+    sign_agreement: float = 0.99
     json_path: str | None = None
 
     @classmethod
@@ -104,7 +111,7 @@ class Settings:
             quick=True, repeats=2, warmup=1, image_size=(120, 160),
             processor_size={"shortest_edge": 64, "longest_edge": 1333}, forward_sizes=(64,), forward_batches=(1, 2),
             num_segments=8, train_size=64, train_masks_per_image=3, train_steps=1, train_rounds=1,
-            video_frames=(2,), video_size=64,
+            video_frames=(2,), video_size=64, sign_agreement=0.98,
         )
         values.update(overrides)
         return cls(**values)
@@ -270,7 +277,8 @@ class Result:
     note: str = ""
     ours_extra_mib: float | None = None  # memory above the loaded model
     theirs_extra_mib: float | None = None
-    target: float | None = None
+    target: float | None = None  # minimum speed-up (issue 12's floor)
+    memory_target: float | None = None  # maximum ours/theirs peak memory
 
     @property
     def ratio(self) -> float:
@@ -299,7 +307,7 @@ def timed_pair(settings: Settings, ours, theirs, repeats: int | None = None,
     timings = time_interleaved(
         {"ours": ours, "theirs": theirs}, repeats=repeats or settings.repeats,
         warmup=settings.warmup if warmup is None else warmup,
-        device=settings.device, min_seconds=0.0 if settings.quick else 1.0, max_repeats=50,
+        device=settings.device, min_seconds=0.0 if settings.quick else 1.0, max_repeats=50, clock=settings.clock,
     )
     return timings["ours"].median, timings["theirs"].median
 
@@ -368,17 +376,23 @@ def synthetic_outputs(num_queries: int, num_labels: int, mask_size: tuple[int, i
     return SimpleNamespace(**fields)
 
 
-def training_targets(batch: int, size: int, masks_per_image: int, num_labels: int, seed: int = 3):
-    """Per image `[n, size, size]` binary rectangle masks and `[n]` class ids."""
+def training_targets(batch: int, size: int, masks_per_image: int, num_labels: int, seed: int = 3,
+                     segment_maps: bool = False):
+    """Per image `masks_per_image` rectangles painted in turn (later ones on top), and `[n]` class ids.
+
+    Returns `mask_labels` either one-hot (`[n, size, size]` float 0/1, the default) or as the lean form
+    (`segment_maps=True`: int64 `[size, size]`, target index or -1); both describe the same targets.
+    """
     generator = torch.Generator().manual_seed(seed)
     mask_labels, class_labels = [], []
     for _ in range(batch):
-        masks = torch.zeros(masks_per_image, size, size)
+        segment_map = torch.full((size, size), -1, dtype=torch.long)
         for index in range(masks_per_image):
             top, left = torch.randint(0, size * 3 // 4, (2,), generator=generator).tolist()
             extent = torch.randint(size // 8, size // 2, (2,), generator=generator).tolist()
-            masks[index, top : top + extent[0], left : left + extent[1]] = 1
-        mask_labels.append(masks)
+            segment_map[top : top + extent[0], left : left + extent[1]] = index
+        one_hot = (segment_map[None] == torch.arange(masks_per_image)[:, None, None]).float()
+        mask_labels.append(segment_map if segment_maps else one_hot)
         class_labels.append(torch.randint(0, num_labels, (masks_per_image,), generator=generator))
     return mask_labels, class_labels
 
@@ -430,9 +444,46 @@ def bench_processor(pair: ModelPair, settings: Settings) -> list[Result]:
         ours_s, theirs_s,
         f"mask_labels {'identical' if masks_equal else 'DIFFERENT'}, "
         f"class_labels {'identical' if classes_equal else 'DIFFERENT'}",
-        masks_equal and classes_equal, target=TARGETS["encode"],
+        masks_equal and classes_equal,
     ))
+    results.append(_bench_encode_lean(pair, settings, image, segment_map, mapping, encode_theirs, b))
     return results
+
+
+def _bench_encode_lean(pair: ModelPair, settings: Settings, image, segment_map, mapping, encode_theirs,
+                       their_encoding) -> Result:
+    """Our processor's lean targets (`return_segment_maps=True`: one int map per image) vs transformers' one-hot.
+
+    Agreement: expanding the map (`map == j` for target `j`) gives transformers' masks exactly, same classes.
+    """
+    case = "image + panoptic map, lean targets (return_segment_maps=True) vs transformers one-hot"
+
+    def encode_lean():
+        return pair.our_processor(images=image, segmentation_maps=segment_map, instance_id_to_semantic_id=mapping,
+                                  ignore_index=0, return_tensors="pt", return_segment_maps=True)
+
+    try:
+        lean = encode_lean()
+    except (TypeError, ValueError) as error:
+        lean, reason = None, f"{type(error).__name__}: {str(error)[:100]}"
+    else:
+        reason = "" if lean["mask_labels"][0].ndim == 2 else "one-hot masks returned"
+    if reason:  # the lean form is contract 2 of the targets work; older processors do not have it
+        return Result("encode", pair.family.name, case, agreement="skipped", note=f"not available yet ({reason})")
+    expanded_equal, classes_equal = True, True
+    for maps, classes, their_masks, their_classes in zip(
+        lean["mask_labels"], lean["class_labels"], their_encoding["mask_labels"], their_encoding["class_labels"]
+    ):
+        expanded = maps.long()[None] == torch.arange(classes.numel())[:, None, None]
+        expanded_equal &= torch.equal(expanded.float(), their_masks.float())
+        classes_equal &= torch.equal(classes.long(), their_classes.long())
+    ours_s, theirs_s = timed_pair(settings, encode_lean, encode_theirs)
+    return Result(
+        "encode", pair.family.name, case, ours_s, theirs_s,
+        f"expanded maps {'identical' if expanded_equal else 'DIFFERENT'} to transformers' mask_labels, "
+        f"class_labels {'identical' if classes_equal else 'DIFFERENT'}",
+        expanded_equal and classes_equal, target=TARGETS["encode"],
+    )
 
 
 def bench_forward(pair: ModelPair, settings: Settings) -> list[Result]:
@@ -518,12 +569,14 @@ def _compare_instances(ours: dict, theirs: dict) -> tuple[str, bool]:
 
 
 def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
-    """Post-processing of model-shaped outputs (100 queries, ~20 confident) to a 480×640 target.
+    """Post-processing of real model outputs to a 480×640 target.
 
-    Timing uses outputs with our model's geometry (a 480×640 image resized to 384×512, so 96×128 mask logits);
-    transformers ignores the geometry fields. The agreement check uses square 96×96 outputs without geometry, where
-    both implementations resize the same way (through 384×384): semantic maps must be identical; panoptic and
-    instance results may differ on boundary pixels only where the processors document different rules.
+    Timing uses our model's outputs on a 640×480 image preprocessed by our processor (shortest edge 384: a 384×512
+    input, 96×128 mask logits), with the panoptic / instance threshold that keeps 20 queries; both processors get
+    the same outputs (transformers ignores the geometry fields). The agreement check uses model-shaped square
+    96×96 outputs without geometry, where both implementations resize the same way (through 384×384): semantic
+    maps must be identical; panoptic and instance results may differ on boundary pixels only where the
+    processors document different rules.
     """
     config = pair.theirs.config
     num_queries = getattr(config, "num_queries", None) or config.decoder_config.num_queries
@@ -531,10 +584,11 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
     height, width = settings.image_size
     target = [(height, width)]
     short = settings.processor_size["shortest_edge"]
-    scale = short / min(height, width)
-    resized = (round(height * scale), round(width * scale))
-    timed_outputs = synthetic_outputs(num_queries, num_labels, (resized[0] // 4, resized[1] // 4),
-                                      settings.num_segments, image_size=resized, padded_size=resized)
+    image = random_image(height, width, seed=5)
+    inputs = pair.our_processor(images=image, return_tensors="pt").to(settings.device)
+    with torch.no_grad():
+        timed_outputs = pair.ours(**inputs)
+    threshold = _threshold_keeping(timed_outputs.class_queries_logits, settings.num_segments)
     square_outputs = synthetic_outputs(num_queries, num_labels, (short // 4, short // 4), settings.num_segments)
     # transformers upsamples to 384×384 whatever the input was; the square agreement check needs 4×96 = 384
     if short != 384:
@@ -545,6 +599,7 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
     results = []
     for kind in ("panoptic", "instance", "semantic"):
         kwargs = {"panoptic": panoptic_kwargs, "instance": instance_kwargs, "semantic": {}}[kind]
+        timed_kwargs = dict(kwargs, threshold=threshold) if kwargs else kwargs
         ours_fn = getattr(ours_proc, f"post_process_{kind}_segmentation")
         their_fn = getattr(their_proc, f"post_process_{kind}_segmentation")
         check_kwargs = dict(kwargs, return_binary_maps=True) if kind == "instance" else kwargs
@@ -562,12 +617,14 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
             text, ok = _compare_segments(a, b)
         ours_s, theirs_s = timed_pair(
             settings,
-            lambda ours_fn=ours_fn, kwargs=kwargs: ours_fn(timed_outputs, target_sizes=target, **kwargs),
-            lambda their_fn=their_fn, kwargs=kwargs: their_fn(timed_outputs, target_sizes=target, **kwargs),
+            lambda ours_fn=ours_fn, kwargs=timed_kwargs: ours_fn(timed_outputs, target_sizes=target, **kwargs),
+            lambda their_fn=their_fn, kwargs=timed_kwargs: their_fn(timed_outputs, target_sizes=target, **kwargs),
         )
+        shape = tuple(timed_outputs.masks_queries_logits.shape[-2:])
         results.append(Result(
-            "postprocess", pair.family.name, f"{kind} → {height}×{width}", ours_s, theirs_s, text, ok,
-            target=TARGETS["postprocess"],
+            "postprocess", pair.family.name, f"{kind}, model outputs {shape[0]}×{shape[1]} → {height}×{width}",
+            ours_s, theirs_s, text, ok, target=TARGETS["postprocess"],
+            note=f"threshold {threshold:.4f} (keeps {settings.num_segments} queries)" if kind != "semantic" else "",
         ))
     return results
 
@@ -580,15 +637,13 @@ def _annotation_label_map(annotations: list[dict], names: list[str], size: tuple
     return labels
 
 
-def _threshold_keeping(pair: ModelPair, image, count: int) -> float:
-    """The class-probability threshold that keeps `count` queries of the (untrained) model on `image`.
+def _threshold_keeping(class_queries_logits: torch.Tensor, count: int) -> float:
+    """The class-probability threshold that keeps `count` queries of (untrained) model outputs `[1, Q, K + 1]`.
 
     An untrained model is never confident, so the pipeline's default 0.9 would keep nothing and post-processing
     would do no work; a trained model keeps a few dozen queries on a typical COCO image.
     """
-    inputs = pair.their_processor(images=image, return_tensors="pt").to(pair.theirs.device)
-    with torch.no_grad():
-        class_logits = pair.theirs(**inputs).class_queries_logits[0].float()
+    class_logits = class_queries_logits[0].float()
     scores, labels = class_logits.softmax(-1).max(-1)
     scores = scores[labels != class_logits.shape[-1] - 1].sort(descending=True).values.cpu()
     if scores.numel() == 0:
@@ -610,11 +665,36 @@ def build_pipelines(pair: ModelPair, settings: Settings):
     return our_pipe, their_pipe
 
 
+def _pipeline_model_io(pipe, image, settings: Settings):
+    """What the pipeline's model gets and gives for `image`: `(inputs, outputs)` (inputs in the pipeline's dtype)."""
+    inputs = pipe.image_processor(images=image, return_tensors="pt").to(settings.device).to(pipe.dtype)
+    with torch.no_grad():
+        return inputs, pipe.model(**inputs)
+
+
+def _pipeline_stages(pipe, image, inputs, outputs, threshold: float) -> dict:
+    """The pipeline's stages as callables: preprocess, forward, post-process (each on the previous output)."""
+
+    def forward():
+        with torch.no_grad():
+            return pipe.model(**inputs)
+
+    return {
+        "preprocess": lambda: pipe.image_processor(images=image, return_tensors="pt"),
+        "forward": forward,
+        "post-process": lambda: pipe.image_processor.post_process_panoptic_segmentation(
+            outputs, threshold=threshold, target_sizes=[(image.height, image.width)]),
+    }
+
+
 def bench_pipeline(pair: ModelPair, settings: Settings) -> list[Result]:
+    """`pipeline("image-segmentation")` from both saved folders; the note splits the time by stage."""
     height, width = settings.image_size
     image = random_image(height, width, seed=5)
     our_pipe, their_pipe = build_pipelines(pair, settings)
-    threshold = _threshold_keeping(pair, image, settings.num_segments)
+    our_inputs, our_out = _pipeline_model_io(our_pipe, image, settings)
+    their_inputs, their_out = _pipeline_model_io(their_pipe, image, settings)
+    threshold = _threshold_keeping(their_out.class_queries_logits, settings.num_segments)
     a, b = our_pipe(image, threshold=threshold), their_pipe(image, threshold=threshold)
     our_labels = sorted(annotation["label"] for annotation in a)
     their_labels = sorted(annotation["label"] for annotation in b)
@@ -624,10 +704,6 @@ def bench_pipeline(pair: ModelPair, settings: Settings) -> list[Result]:
     # the models must agree on the pipeline's own inputs; the segments may not: the processors' post-processing
     # rules differ by design (transformers resizes through 384×384 whatever the aspect ratio, keeps a segment on
     # `>` instead of the original's `>=`, never intersects with the mask threshold)
-    our_inputs = our_pipe.image_processor(images=image, return_tensors="pt").to(settings.device)
-    their_inputs = their_pipe.image_processor(images=image, return_tensors="pt").to(settings.device)
-    with torch.no_grad():
-        our_out, their_out = our_pipe.model(**our_inputs), their_pipe.model(**their_inputs)
     diff = max(max_abs_diff(our_out.class_queries_logits, their_out.class_queries_logits),
                max_abs_diff(our_out.masks_queries_logits, their_out.masks_queries_logits))
     text = (f"logits max diff {diff:.1e}; {len(a)} vs {len(b)} segments, {'same' if same else 'different'} labels, "
@@ -635,8 +711,72 @@ def bench_pipeline(pair: ModelPair, settings: Settings) -> list[Result]:
     ours_s, theirs_s = timed_pair(settings, lambda: our_pipe(image, threshold=threshold),
                                   lambda: their_pipe(image, threshold=threshold), warmup=0)
     note = f"threshold {threshold:.4f} (keeps {settings.num_segments} queries)"
+    if not settings.checks_only:  # where the time goes, stage by stage (issue 12 item 4)
+        ours_stages = _pipeline_stages(our_pipe, image, our_inputs, our_out, threshold)
+        theirs_stages = _pipeline_stages(their_pipe, image, their_inputs, their_out, threshold)
+        for stage in ours_stages:
+            stage_ours, stage_theirs = timed_pair(settings, ours_stages[stage], theirs_stages[stage])
+            note += f"; {stage} ours {format_seconds(stage_ours)} / theirs {format_seconds(stage_theirs)}"
     return [Result("pipeline", pair.label, f"panoptic, {width}×{height} image", ours_s, theirs_s, text,
                    diff <= LOGIT_ATOL, note=note, target=TARGETS["pipeline"])]
+
+
+def _sign_agreement(reference: torch.Tensor, other: torch.Tensor) -> float:
+    """Fraction of entries whose sign (> 0) is the same in both tensors."""
+    return float(((reference.float() > 0) == (other.float() > 0)).float().mean())
+
+
+def bench_bf16(pair: ModelPair, settings: Settings) -> list[Result]:
+    """Our model loaded with `dtype=torch.bfloat16` against transformers' in float32 (same weights).
+
+    Agreement: mask-logit signs equal to transformers' float32 model's on ≥ 99 % of the entries (98 % for the
+    quick mode's tiny models). Also the
+    pipeline with `dtype=torch.bfloat16` against transformers' float32 pipeline (reported, no floor).
+    """
+    from transformers import pipeline
+
+    ours = our_class(pair.family.our_model).from_pretrained(pair.our_dir, dtype=torch.bfloat16)
+    ours.to(settings.device).eval()
+    results = []
+    for size in settings.forward_sizes:
+        pixel_values = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+        pixel_values = pixel_values.to(settings.device)
+        pixel_values_bf16 = pixel_values.to(torch.bfloat16)
+
+        def run_ours(pixel_values=pixel_values_bf16):
+            with torch.no_grad():
+                return ours(pixel_values)
+
+        def run_theirs(pixel_values=pixel_values):
+            with torch.no_grad():
+                return pair.theirs(pixel_values)
+
+        a, b = run_ours(), run_theirs()
+        agreement = _sign_agreement(b.masks_queries_logits, a.masks_queries_logits)
+        ours_s, theirs_s = timed_pair(settings, run_ours, run_theirs, repeats=settings.repeats if size <= 384 else 3,
+                                      warmup=0)
+        results.append(Result(
+            "bf16", pair.label, f"forward bf16 vs transformers fp32, {size}², batch 1", ours_s, theirs_s,
+            f"mask-logit sign agreement {agreement:.4f} (logits {str(a.masks_queries_logits.dtype)[6:]})",
+            agreement >= settings.sign_agreement, target=TARGETS["bf16"],
+        ))
+    height, width = settings.image_size
+    image = random_image(height, width, seed=5)
+    device = torch.device(settings.device)
+    our_pipe = pipeline("image-segmentation", model=str(pair.our_dir), device=device, dtype=torch.bfloat16)
+    their_pipe = pipeline("image-segmentation", model=str(pair.their_dir), device=device)
+    _, our_out = _pipeline_model_io(our_pipe, image, settings)
+    _, their_out = _pipeline_model_io(their_pipe, image, settings)
+    threshold = _threshold_keeping(their_out.class_queries_logits, settings.num_segments)
+    agreement = _sign_agreement(their_out.masks_queries_logits, our_out.masks_queries_logits)
+    ours_s, theirs_s = timed_pair(settings, lambda: our_pipe(image, threshold=threshold),
+                                  lambda: their_pipe(image, threshold=threshold))
+    results.append(Result(
+        "bf16", pair.label, f"pipeline dtype=bfloat16 vs transformers fp32, panoptic {width}×{height} image",
+        ours_s, theirs_s, f"mask-logit sign agreement {agreement:.4f} on the pipeline's inputs",
+        agreement >= settings.sign_agreement, note=f"threshold {threshold:.4f} (keeps {settings.num_segments} queries)",
+    ))
+    return results
 
 
 # --- training step (child processes) -----------------------------------------------------------------------------
@@ -664,9 +804,16 @@ def training_step_child(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.05)
     generator = torch.Generator().manual_seed(11)
     pixel_values = torch.randn(args.batch, 3, args.size, args.size, generator=generator).to(args.device)
-    mask_labels, class_labels = training_targets(args.batch, args.size, args.masks_per_image, num_labels)
+    mask_labels, class_labels = training_targets(args.batch, args.size, args.masks_per_image, num_labels,
+                                                 segment_maps=args.lean_targets)
     mask_labels = [masks.to(args.device) for masks in mask_labels]
     class_labels = [labels.to(args.device) for labels in class_labels]
+    if args.lean_targets:  # contract 2 of the targets work: older losses reject integer maps
+        try:
+            model(pixel_values[:1], mask_labels=mask_labels[:1], class_labels=class_labels[:1])
+        except Exception as error:  # noqa: BLE001 - reported as a skipped row
+            return {"skipped": f"{type(error).__name__}: {str(error)[:100]}"}
+        optimizer.zero_grad(set_to_none=True)
 
     def step(seed: int) -> float:
         torch.manual_seed(seed)
@@ -691,31 +838,23 @@ def training_step_child(args: argparse.Namespace) -> dict:
             "exact_reset": probe.exact_reset}
 
 
-def _in_process_losses(pair: ModelPair, settings: Settings) -> tuple[float, float]:
-    """First-step losses of both models in this process (checks-only mode)."""
+def _in_process_loss(pair: ModelPair, settings: Settings, implementation: str, lean_targets: bool = False) -> float:
+    """First-step loss of one model in this process (checks-only mode)."""
     size, batch = settings.train_size, settings.train_batch
     generator = torch.Generator().manual_seed(11)
     pixel_values = torch.randn(batch, 3, size, size, generator=generator).to(settings.device)
     mask_labels, class_labels = training_targets(batch, size, settings.train_masks_per_image,
-                                                 pair.theirs.config.num_labels)
-    losses = []
-    for implementation in ("ours", "theirs"):
-        # both load transformers' checkpoint: ours through the checkpoint compatibility
-        model = _load_for_training(pair.family, implementation, str(pair.their_dir), settings.device)
-        torch.manual_seed(0)
-        loss = model(pixel_values, mask_labels=mask_labels, class_labels=class_labels).loss
-        loss.backward()
-        losses.append(float(loss.detach()))
-    return losses[0], losses[1]
+                                                 pair.theirs.config.num_labels, segment_maps=lean_targets)
+    # both load transformers' checkpoint: ours through the checkpoint compatibility
+    model = _load_for_training(pair.family, implementation, str(pair.their_dir), settings.device)
+    torch.manual_seed(0)
+    loss = model(pixel_values, mask_labels=mask_labels, class_labels=class_labels).loss
+    loss.backward()
+    return float(loss.detach())
 
 
-def bench_train(pair: ModelPair, settings: Settings) -> list[Result]:
-    case = f"{settings.train_size}², batch {settings.train_batch}, AdamW"
-    if settings.checks_only:
-        ours_loss, their_loss = _in_process_losses(pair, settings)
-        relative = abs(ours_loss - their_loss) / max(abs(their_loss), 1e-12)
-        return [Result("train", pair.label, case, agreement=f"first-step loss rel. diff {relative:.1e}",
-                       agrees=relative <= LOSS_RTOL)]
+def _train_children(pair: ModelPair, settings: Settings, lean_targets: bool) -> dict[str, list[dict]]:
+    """Training-step child processes, alternating ours / theirs (`lean_targets`: ours gets segment maps)."""
     runs: dict[str, list[dict]] = {"ours": [], "theirs": []}
     for round_index in range(settings.train_rounds):
         order = ("ours", "theirs") if round_index % 2 == 0 else ("theirs", "ours")
@@ -726,21 +865,54 @@ def bench_train(pair: ModelPair, settings: Settings) -> list[Result]:
                 "--folder", str(pair.their_dir), "--device", settings.device, "--threads", str(settings.threads),
                 "--size", str(settings.train_size), "--batch", str(settings.train_batch),
                 "--masks-per-image", str(settings.train_masks_per_image), "--steps", str(settings.train_steps),
+                *(["--lean-targets"] if lean_targets and implementation == "ours" else []),
             ]))
-    times = {key: sorted(t for run in value for t in run["times"]) for key, value in runs.items()}
-    peaks = {key: float(np.median([run["peak_mib"] for run in value])) for key, value in runs.items()}
-    baselines = {key: float(np.median([run["baseline_mib"] for run in value])) for key, value in runs.items()}
-    ours_loss, their_loss = runs["ours"][0]["first_loss"], runs["theirs"][0]["first_loss"]
-    relative = abs(ours_loss - their_loss) / max(abs(their_loss), 1e-12)
-    memory_kind = "peak RSS" if torch.device(settings.device).type == "cpu" else "max allocated"
-    return [Result(
-        "train", pair.label, case, float(np.median(times["ours"])), float(np.median(times["theirs"])),
-        f"first-step loss rel. diff {relative:.1e}", relative <= LOSS_RTOL, peaks["ours"], peaks["theirs"],
-        note=f"{memory_kind} of the child process during the steps; the loaded model (and, on CPU, torch and "
-             f"transformers themselves) took ours {baselines['ours']:.0f} MiB, theirs {baselines['theirs']:.0f} MiB",
-        target=TARGETS["train"], ours_extra_mib=peaks["ours"] - baselines["ours"],
-        theirs_extra_mib=peaks["theirs"] - baselines["theirs"],
-    )]
+            if "skipped" in runs[implementation][-1]:
+                return runs
+    return runs
+
+
+def bench_train(pair: ModelPair, settings: Settings) -> list[Result]:
+    """Training step: ours with one-hot targets (time floor) and with lean targets (peak-memory floor)."""
+    base_case = f"{settings.train_size}², batch {settings.train_batch}, AdamW"
+    results = []
+    for lean in (False, True):
+        case = base_case + (", ours with lean targets (segment maps)" if lean else "")
+        targets = dict(memory_target=TRAIN_MEMORY_TARGET) if lean else dict(target=TARGETS["train"])
+        if settings.checks_only:
+            try:
+                ours_loss = _in_process_loss(pair, settings, "ours", lean_targets=lean)
+            except Exception as error:  # noqa: BLE001 - the lean form is contract 2 of the targets work
+                results.append(Result("train", pair.label, case, agreement="skipped",
+                                      note=f"not available yet ({type(error).__name__}: {str(error)[:100]})"))
+                continue
+            their_loss = _in_process_loss(pair, settings, "theirs")
+            relative = abs(ours_loss - their_loss) / max(abs(their_loss), 1e-12)
+            results.append(Result("train", pair.label, case, agreement=f"first-step loss rel. diff {relative:.1e}",
+                                  agrees=relative <= LOSS_RTOL, **targets))
+            continue
+        runs = _train_children(pair, settings, lean)
+        skipped = [run["skipped"] for value in runs.values() for run in value if "skipped" in run]
+        if skipped:
+            results.append(Result("train", pair.label, case, agreement="skipped",
+                                  note=f"not available yet ({skipped[0]})"))
+            continue
+        times = {key: sorted(t for run in value for t in run["times"]) for key, value in runs.items()}
+        peaks = {key: float(np.median([run["peak_mib"] for run in value])) for key, value in runs.items()}
+        baselines = {key: float(np.median([run["baseline_mib"] for run in value])) for key, value in runs.items()}
+        ours_loss, their_loss = runs["ours"][0]["first_loss"], runs["theirs"][0]["first_loss"]
+        relative = abs(ours_loss - their_loss) / max(abs(their_loss), 1e-12)
+        memory_kind = "peak RSS" if torch.device(settings.device).type == "cpu" else "max allocated"
+        results.append(Result(
+            "train", pair.label, case, float(np.median(times["ours"])), float(np.median(times["theirs"])),
+            f"first-step loss rel. diff {relative:.1e}", relative <= LOSS_RTOL, peaks["ours"], peaks["theirs"],
+            note=f"{memory_kind} of the child process during the steps; the loaded model (and, on CPU, torch and "
+                 f"transformers themselves) took ours {baselines['ours']:.0f} MiB, theirs "
+                 f"{baselines['theirs']:.0f} MiB",
+            ours_extra_mib=peaks["ours"] - baselines["ours"], theirs_extra_mib=peaks["theirs"] - baselines["theirs"],
+            **targets,
+        ))
+    return results
 
 
 def _video_model(image_model):
@@ -810,7 +982,7 @@ def bench_video(pair: ModelPair, settings: Settings) -> list[Result]:
         timings = time_interleaved(
             {"video": run_video, "ours": lambda: frame_by_frame(pair.ours),
              "theirs": lambda: frame_by_frame(pair.theirs)},
-            repeats=max(settings.repeats - 2, 1), warmup=settings.warmup, device=settings.device,
+            repeats=max(settings.repeats - 2, 1), warmup=settings.warmup, device=settings.device, clock=settings.clock,
         )
         video_s, ours_s, theirs_s = (timings[key].median for key in ("video", "ours", "theirs"))
         memory = {}
@@ -836,6 +1008,7 @@ SECTION_RUNNERS = {
     "forward": bench_forward,
     "postprocess": bench_postprocess,
     "pipeline": bench_pipeline,
+    "bf16": bench_bf16,
     "train": bench_train,
     "video": bench_video,
 }
@@ -859,6 +1032,7 @@ def environment_summary(settings: Settings) -> dict:
         model_name = platform.processor() or "unknown"
     summary = {
         "cpu": model_name, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "device": settings.device,
+        "clock": settings.clock,
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
     }
     if torch.device(settings.device).type == "cuda":
@@ -917,7 +1091,7 @@ def format_report(results: list[Result], environment: dict) -> str:
     lines = [
         f"Machine: {environment['cpu']} ({environment['cores']} cores), device {environment['device']}"
         + (f" ({environment['gpu']})" if "gpu" in environment else "")
-        + f", {environment['threads']} threads; Python {environment['python']}, torch {environment['torch']}, "
+        + f", {environment['threads']} threads, {environment.get('clock', 'wall')} clock; Python {environment['python']}, torch {environment['torch']}, "
         f"transformers {environment['transformers']}.",
         "",
     ]
@@ -927,6 +1101,7 @@ def format_report(results: list[Result], environment: dict) -> str:
         "forward": "Forward (eval)",
         "postprocess": "Post-processing",
         "pipeline": 'pipeline("image-segmentation")',
+        "bf16": "bfloat16 inference (ours in bf16 against transformers in fp32)",
         "train": "Training step",
         "video": "Video model",
     }
@@ -934,15 +1109,17 @@ def format_report(results: list[Result], environment: dict) -> str:
         rows = [result for result in results if result.section == section]
         if not rows:
             continue
-        headers = ["model", "case", "ours", "transformers", "ours/theirs", "speed-up", "agreement"]
+        headers = ["model", "case", "ours", "transformers", "ours/theirs", "speed-up", "floor", "agreement"]
         if section == "train":
             headers += ["peak MiB ours / theirs", "ratio", "above loaded model MiB ours / theirs", "ratio"]
         if section == "video":
             headers += ["peak above loaded model MiB video / transformers frame by frame", "ratio"]
         table_rows = []
         for row in rows:
+            floors = ([f"×{row.target}"] if row.target else []) + (
+                [f"memory ≤ {row.memory_target}×"] if row.memory_target else [])
             cells = [row.model, row.case, format_seconds(row.ours_s), format_seconds(row.theirs_s),
-                     f"{row.ratio:.2f}", f"×{row.speedup:.2f}",
+                     f"{row.ratio:.2f}", f"×{row.speedup:.2f}", ", ".join(floors) or "—",
                      ("✓ " if row.agrees else "✗ ") + row.agreement]
             if section == "train" and row.ours_mib is None:
                 cells += ["n/a"] * 4
@@ -960,16 +1137,18 @@ def format_report(results: list[Result], environment: dict) -> str:
         notes = [f"{row.model} {row.case}: {row.note}" for row in rows if row.note]
         lines += [f"- {note}" for note in notes] + ([""] if notes else [])
     target_lines = []
-    for section, minimum in TARGETS.items():
-        rows = [result for result in results if result.section == section and result.speedup == result.speedup]
-        for row in rows:
-            met = row.speedup >= minimum
-            text = f"{section} {row.model} {row.case}: ×{row.speedup:.2f} (target ×{minimum})"
-            if section == "train" and row.memory_ratio is not None:
-                memory_met = row.memory_ratio <= TRAIN_MEMORY_TARGET
-                text += f", memory {row.memory_ratio:.2f} (target ≤ {TRAIN_MEMORY_TARGET})"
-                met = met and memory_met
-            target_lines.append(("met    " if met else "MISSED ") + text)
+    for row in results:
+        if row.speedup != row.speedup or not (row.target or row.memory_target):  # untimed or no floor
+            continue
+        met, parts = row.agrees, []
+        if row.target:
+            met = met and row.speedup >= row.target
+            parts.append(f"×{row.speedup:.2f} (floor ×{row.target})")
+        if row.memory_target and row.memory_ratio is not None:
+            met = met and row.memory_ratio <= row.memory_target
+            parts.append(f"memory {row.memory_ratio:.2f}× (floor ≤ {row.memory_target}×)")
+        text = f"{row.section} {row.model} {row.case}: {', '.join(parts)}" + ("" if row.agrees else ", DISAGREES")
+        target_lines.append(("met    " if met else "MISSED ") + text)
     if target_lines:
         lines += ["**Targets**", "", "```", *target_lines, "```", ""]
     return "\n".join(lines)
@@ -980,6 +1159,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny models and inputs (smoke run)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    parser.add_argument("--clock", default="wall", choices=("wall", "cpu"),
+                        help="wall time (default) or the process' CPU time (a loaded machine; with --threads 1)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds per case (default 5, quick 2)")
     parser.add_argument("--train-rounds", type=int, default=None,
                         help="training child processes per implementation (default 2, quick 1)")
@@ -1001,6 +1182,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--masks-per-image", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--lean-targets", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -1023,7 +1205,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(training_step_child(args) if args.child_train else video_memory_child(args)))
         return 0
     split = lambda text: tuple(item.strip() for item in text.split(",") if item.strip())  # noqa: E731
-    overrides = dict(device=args.device, threads=args.threads, checks_only=args.checks_only,
+    overrides = dict(device=args.device, threads=args.threads, clock=args.clock, checks_only=args.checks_only,
                      sections=split(args.sections), families=split(args.families), backbones=split(args.backbones))
     if args.repeats is not None:
         overrides["repeats"] = args.repeats

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from .ms_deform_attn import MultiScaleDeformableAttention
+from .ms_deform_attn import MultiScaleDeformableAttention, attention_weights_softmax
 from .position_encoding import SinePositionEmbedding
 
 
@@ -98,8 +98,7 @@ class DeformableAttentionLayer(nn.Module):
         weights = self.attention_weights(query).view(batch, length, self.n_heads, self.n_levels * self.n_points)
         # softmax and sampling locations in (at least) float32: the op computes half-precision inputs in float32
         reference_points = layout.reference_points
-        weights = weights.to(reference_points.dtype).softmax(-1)
-        weights = weights.view(batch, length, self.n_heads, self.n_levels, self.n_points)
+        weights = attention_weights_softmax(weights).view(batch, length, self.n_heads, self.n_levels, self.n_points)
         # offsets are in pixels of each level: normalise by (W_l, H_l)
         normalizer = layout.spatial_shapes.flip(-1).to(reference_points.dtype)
         offsets = offsets.to(reference_points.dtype) / normalizer[None, None, None, :, None, :]

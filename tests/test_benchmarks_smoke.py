@@ -23,7 +23,7 @@ from benchmarks.common import markdown_table, time_interleaved
 def quick_results() -> list[Result]:
     settings = Settings.quick_settings(
         checks_only=True, families=("mask2former",), backbones=("swin",),
-        sections=("processor", "forward", "postprocess", "pipeline", "train", "video"),
+        sections=("processor", "forward", "postprocess", "pipeline", "bf16", "train", "video"),
     )
     results, environment = run_benchmarks(settings, log=lambda text: None)
     report = format_report(results, environment)
@@ -33,11 +33,30 @@ def quick_results() -> list[Result]:
 
 def test_every_section_reports(quick_results):
     sections = {result.section for result in quick_results}
-    assert {"processor", "encode", "forward", "postprocess", "pipeline", "train"} <= sections
+    assert {"processor", "encode", "forward", "postprocess", "pipeline", "bf16", "train"} <= sections
     assert len([result for result in quick_results if result.section == "postprocess"]) == 3
+    assert len([result for result in quick_results if result.section == "encode"]) == 2  # one-hot and lean
+    assert len([result for result in quick_results if result.section == "train"]) == 2
 
 
-@pytest.mark.parametrize("section", ["processor", "encode", "forward", "postprocess", "pipeline", "train", "video"])
+def test_bf16_rows_check_sign_agreement(quick_results):
+    rows = [result for result in quick_results if result.section == "bf16"]
+    assert len(rows) == 2  # forward at the quick size, pipeline
+    for row in rows:
+        assert row.agreement.startswith("mask-logit sign agreement")
+        assert float(row.agreement.split()[3]) >= 0.98  # tiny random models; full size: 0.99
+
+
+def test_lean_target_rows_compare_with_the_one_hot_form(quick_results):
+    """Skipped (with the reason) while the processor / loss do not take the lean form; else exact agreement."""
+    for row in quick_results:
+        if "lean" in row.case:
+            assert row.agreement == "skipped" and row.note.startswith("not available yet") or row.agrees
+
+
+@pytest.mark.parametrize(
+    "section", ["processor", "encode", "forward", "postprocess", "pipeline", "bf16", "train", "video"]
+)
 def test_agreement_checks_pass(quick_results, section):
     rows = [result for result in quick_results if result.section == section]
     failed = [f"{row.model} {row.case}: {row.agreement}" for row in rows if not row.agrees]
@@ -76,3 +95,16 @@ def test_synthetic_outputs_have_the_requested_confident_queries():
     assert int(confident.sum()) == 20 and len(set(labels[confident].tolist())) == 20
     assert outputs.masks_queries_logits.shape == (1, 100, 96, 128)
     assert torch.equal(outputs.image_sizes, torch.tensor([[384, 512]]))
+
+
+def test_cpu_clock_counts_work_and_unknown_clocks_fail():
+    def busy():
+        total = 0
+        for index in range(20000):
+            total += index
+        return total
+
+    timings = time_interleaved({"busy": busy}, repeats=2, warmup=0, clock="cpu")
+    assert len(timings["busy"].runs) == 2 and timings["busy"].median > 0
+    with pytest.raises(ValueError, match="clock must be one of"):
+        time_interleaved({"busy": busy}, repeats=1, clock="gpu")

@@ -37,7 +37,7 @@ from hf_maskformer_series.kernel_loading import (
     maybe_kernelize,
     reset_hub_kernel_state,
 )
-from hf_maskformer_series.ms_deform_attn import multi_scale_deformable_attention
+from hf_maskformer_series.ms_deform_attn import attention_weights_softmax, multi_scale_deformable_attention
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOGGER = "hf_maskformer_series.kernel_loading"
@@ -614,3 +614,12 @@ def test_the_layer_is_still_importable_from_the_op_module():
     assert ms_deform_attn.MultiScaleDeformableAttention is MultiScaleDeformableAttention
     with pytest.raises(AttributeError, match="no attribute 'missing'"):
         ms_deform_attn.missing  # noqa: B018
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_attention_weights_softmax_is_a_float32_softmax(dtype):
+    logits = (torch.randn(2, 50, 8, 12, generator=torch.Generator().manual_seed(0)) * 4).to(dtype)
+    weights = attention_weights_softmax(logits)
+    assert weights.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    reference = logits.to(weights.dtype).softmax(-1)
+    torch.testing.assert_close(weights, reference, atol=1e-6, rtol=0)
