@@ -15,43 +15,40 @@ It is written into a temporary folder next to the target and renamed into place 
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import json
 import os
 import pickle
 import shutil
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 if __package__ in (None, ""):  # run as a script: make `conversion` and the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "conversion"
 
-from conversion.original_config import (  # noqa: E402
-    build_model_config,
-    build_processor_kwargs,
-    config_from_zoo_entry,
-    detect_family,
-    find_zoo_entry,
-    input_format,
-    load_original_config,
-)
+from conversion.detectron2_config import detect_family, load_original_config, with_original_defaults  # noqa: E402
+from conversion.keys_mask2former import convert_mask2former_state_dict  # noqa: E402
+from conversion.keys_maskformer import convert_maskformer_state_dict  # noqa: E402
+from conversion.keys_video_mask2former import convert_video_mask2former_state_dict  # noqa: E402
+from conversion.model_zoo import config_from_zoo_entry, find_zoo_entry  # noqa: E402
+from conversion.original_config import build_model_config, build_processor_kwargs, input_format  # noqa: E402
 
 # keys our models have that the original checkpoints never carry (filled from the freshly built model)
 ALLOWED_MISSING_SUFFIXES = ("swin.layernorm.weight", "swin.layernorm.bias", "model.layernorm.weight",
                             "model.layernorm.bias", "num_batches_tracked")
 
-FAMILY_KEY_MODULES = {
-    "mask2former": ("conversion.keys_mask2former", "convert_mask2former_state_dict"),
-    "maskformer": ("conversion.keys_maskformer", "convert_maskformer_state_dict"),
-    "video_mask2former": ("conversion.keys_video_mask2former", "convert_video_mask2former_state_dict"),
+# family -> (original state dict, original config) -> our state dict
+STATE_DICT_CONVERTERS: dict[str, Callable[[Mapping[str, torch.Tensor], Mapping[str, Any]], dict]] = {
+    "mask2former": convert_mask2former_state_dict,
+    "maskformer": lambda original, cfg: convert_maskformer_state_dict(original),  # backbone read from the keys
+    "video_mask2former": convert_video_mask2former_state_dict,
 }
 
 
@@ -67,23 +64,28 @@ def load_original_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     dict, or a dict with a `"model"` / `"state_dict"` entry) or a `.safetensors` file.
 
     Raises:
-        ValueError: a missing file, an unknown extension or content that is not a `{name: array}` dict.
+        ValueError: a missing file, an unknown extension, a file that cannot be read (truncated or corrupt) or
+            content that is not a `{name: array}` dict; the message names the file.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} not found")
     suffix = path.suffix.lower()
-    if suffix == ".pkl":
-        with path.open("rb") as handle:
-            content = pickle.load(handle, encoding="latin1")  # noqa: S301 - the user's own checkpoint file
-    elif suffix in (".pth", ".pt", ".bin"):
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    elif suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        content = load_file(str(path))
-    else:
+    if suffix not in (".pkl", ".pth", ".pt", ".bin", ".safetensors"):
         raise ValueError(f"unknown checkpoint type {path.suffix!r} (expected .pkl, .pth, .pt or .safetensors)")
+    try:
+        if suffix == ".pkl":
+            with path.open("rb") as handle:
+                content = pickle.load(handle, encoding="latin1")  # noqa: S301 - the user's own checkpoint file
+        elif suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            content = load_file(str(path))
+        else:
+            content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle / zip / safetensors errors of a truncated or corrupt file
+        raise ValueError(f"checkpoint {path} cannot be read (truncated or corrupt?): {type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]}") from error
     if isinstance(content, Mapping):
         for wrapper in ("model", "state_dict"):
             if wrapper in content and isinstance(content[wrapper], Mapping):
@@ -112,41 +114,25 @@ def write_detectron2_pkl(state_dict: Mapping[str, torch.Tensor], path: str | Pat
 
 
 def convert_state_dict(original: Mapping[str, torch.Tensor], cfg: Mapping[str, Any], family: str) -> dict:
-    """Rename `original` to our names with the family's key module (imported lazily).
-
-    Raises:
-        ConversionError: the family's key module is not available.
-    """
-    module_name, function_name = FAMILY_KEY_MODULES[family]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        raise ConversionError(
-            f"the {family} key mapping ({module_name}.py) is not available in this checkout ({error})"
-        ) from error
-    function = getattr(module, function_name, None)
-    if function is None:
-        raise ConversionError(f"{module_name} has no {function_name}()")
-    parameters = inspect.signature(function).parameters
-    if len(parameters) >= 2 and list(parameters)[1] in ("cfg", "config", "original_config"):
-        return function(original, cfg)
-    return function(original)
+    """Rename `original` to our names with the family's mapping (`STATE_DICT_CONVERTERS`)."""
+    return STATE_DICT_CONVERTERS[family](original, cfg)
 
 
 QUERY_KEYS = ("sem_seg_head.predictor.query_embed.weight",)
 
 
 def check_queries(cfg: Mapping[str, Any], original: Mapping[str, torch.Tensor], infer: bool) -> dict:
-    """Compare `NUM_OBJECT_QUERIES` with the checkpoint's query embedding; with `infer` (configs built from the
-    model-zoo defaults) take the checkpoint's value, otherwise a mismatch is an error."""
+    """Compare `NUM_OBJECT_QUERIES` (of a config completed by `with_original_defaults`) with the checkpoint's query
+    embedding; with `infer` (configs built from the model-zoo defaults) take the checkpoint's value, otherwise a
+    mismatch is an error."""
     import copy
 
     cfg = copy.deepcopy(dict(cfg))
     queries = next((original[key].shape[0] for key in QUERY_KEYS if key in original), None)
     mask_former = cfg.setdefault("MODEL", {}).setdefault("MASK_FORMER", {})
-    if queries is not None and int(mask_former.get("NUM_OBJECT_QUERIES", 100)) != int(queries):
+    if queries is not None and int(mask_former["NUM_OBJECT_QUERIES"]) != int(queries):
         if not infer:
-            raise ConversionError(f"the config has NUM_OBJECT_QUERIES={mask_former.get('NUM_OBJECT_QUERIES', 100)} "
+            raise ConversionError(f"the config has NUM_OBJECT_QUERIES={mask_former['NUM_OBJECT_QUERIES']} "
                                   f"but the checkpoint {queries} queries")
         mask_former["NUM_OBJECT_QUERIES"] = int(queries)
     return cfg
@@ -184,23 +170,6 @@ def model_classes(family: str) -> tuple[type, type]:
     from hf_maskformer_series.video_processing import SeriesVideoMask2FormerVideoProcessor
 
     return SeriesVideoMask2FormerForVideoInstanceSegmentation, SeriesVideoMask2FormerVideoProcessor
-
-
-AUTO_CLASSES = {
-    "mask2former": ("AutoModelForUniversalSegmentation", "AutoImageProcessor"),
-    "maskformer": ("AutoModelForUniversalSegmentation", "AutoImageProcessor"),
-    "video_mask2former": ("AutoModelForUniversalSegmentation", "AutoVideoProcessor"),
-}
-
-
-def enable_remote_code(model: torch.nn.Module, processor: Any, family: str) -> None:
-    """Make `save_pretrained` copy the model / processor code into the folder and write `auto_map`
-    (`trust_remote_code=True` then loads the folder where this package is not installed)."""
-    model_auto, processor_auto = AUTO_CLASSES[family]
-    type(model.config).register_for_auto_class("AutoConfig")
-    type(model).register_for_auto_class(model_auto)
-    if processor is not None:
-        type(processor).register_for_auto_class(processor_auto)
 
 
 def load_converted_weights(model: torch.nn.Module, converted: Mapping[str, torch.Tensor]) -> list[str]:
@@ -297,11 +266,20 @@ def convert(
     infer_queries: bool = False,
 ) -> Path:
     """Convert the checkpoint of the original model described by `cfg` into the folder `output` (atomically).
+    The folder carries the model code and `auto_map` (`trust_remote_code=True` loads it without this package):
+    importing `hf_maskformer_series` registers the classes for that (`registration.py`).
 
     Returns:
         The output folder.
+
+    Raises:
+        ConversionError: `output` exists and `overwrite` is not set (checked before anything is read or built).
     """
+    output = Path(output).resolve()
+    if output.exists() and not overwrite:
+        raise ConversionError(f"{output} exists; pass --overwrite to replace it")
     family = detect_family(cfg)
+    cfg = with_original_defaults(cfg, family)
     original = load_original_checkpoint(checkpoint)
     cfg = check_queries(cfg, original, infer=infer_queries)
     config, labels = build_model_config(cfg, family, list(thing_ids) if thing_ids is not None else None)
@@ -312,9 +290,7 @@ def convert(
     model = model_class(config).eval()
     load_converted_weights(model, converted)
     processor = processor_class(**build_processor_kwargs(cfg, family, labels))
-    enable_remote_code(model, processor, family)
 
-    output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
@@ -338,18 +314,34 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
 
 
-def compare_with_fixture(folder: str | Path, fixture: str | Path) -> dict[str, float]:
-    """Run the converted model on a fixture's input and return the max abs difference of every stored output
-    (backbone maps, multi-scale / FPN maps, mask features, final and auxiliary logits and masks)."""
-    from transformers import AutoModel
+def load_fixture(path: str | Path) -> dict[str, Any]:
+    """A reference fixture (`torch.save` of the original's inputs and outputs, with its `config_yaml`).
 
-    import hf_maskformer_series  # noqa: F401 - registers the Auto classes
+    Raises:
+        ValueError: the file is missing, unreadable or not a fixture; the message names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"verification fixture {path} not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"verification fixture {path} cannot be read: {type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:200]}") from error
+    missing = [key for key in ("config_yaml", "inputs", "outputs") if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise ValueError(f"verification fixture {path} lacks {missing}")
+    return data
 
-    data = torch.load(fixture, map_location="cpu", weights_only=True)
-    family = detect_family(__import__("yaml").safe_load(data["config_yaml"]))
+
+def compare_with_fixture(folder: str | Path, fixture: str | Path | Mapping[str, Any]) -> dict[str, float]:
+    """Run the converted model on a fixture's input (a path, or the dict of `load_fixture`) and return the max abs
+    difference of every stored output (backbone maps, multi-scale / FPN maps, mask features, final and auxiliary
+    logits and masks)."""
+    data = fixture if isinstance(fixture, Mapping) else load_fixture(fixture)
+    family = detect_family(yaml.safe_load(data["config_yaml"]))
     model_class, _ = model_classes(family)
     model = model_class.from_pretrained(folder).eval()
-    del AutoModel
     pixel_values = data["inputs"]["pixel_values"]
     differences: dict[str, float] = {}
     with torch.no_grad():
@@ -446,6 +438,7 @@ def resolve_original_config(model: str, config_root: str | None) -> tuple[dict, 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        fixture = load_fixture(args.verify) if args.verify else None  # before anything is written
         cfg, source, entry = resolve_original_config(args.model, args.config_root)
         thing_ids = None
         if args.thing_ids is not None:
@@ -455,8 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                          thing_ids=thing_ids, overwrite=args.overwrite,
                          infer_queries=entry is not None and args.config_root is None)
         print(f"wrote {output}")
-        if args.verify:
-            differences = compare_with_fixture(output, args.verify)
+        if fixture is not None:
+            differences = compare_with_fixture(output, fixture)
             worst = max(differences.values())
             print(json.dumps(differences, indent=1))
             if worst > args.atol:

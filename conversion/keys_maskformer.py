@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 
@@ -173,44 +172,3 @@ def convert_maskformer_state_dict(
     if "criterion.empty_weight" in original:
         converted["criterion.empty_weight"] = original["criterion.empty_weight"]
     return converted
-
-
-def maskformer_config_kwargs_from_original(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """`SeriesMaskFormerConfig` keyword arguments (without `backbone_config`) from a detectron2 MaskFormer config
-    given as the nested dict of its merged YAML."""
-    mask_former = cfg["MODEL"]["MASK_FORMER"]
-    head = cfg["MODEL"]["SEM_SEG_HEAD"]
-    if int(mask_former.get("ENC_LAYERS", 0)) != 0:
-        raise ValueError("MODEL.MASK_FORMER.ENC_LAYERS > 0 (a predictor-side transformer encoder) is not supported")
-    decoder_name = head.get("PIXEL_DECODER_NAME", "BasePixelDecoder")
-    pixel_decoder_type = {"BasePixelDecoder": "fpn", "TransformerEncoderPixelDecoder": "transformer_encoder"}.get(
-        decoder_name
-    )
-    if pixel_decoder_type is None:
-        raise ValueError(f"unsupported MODEL.SEM_SEG_HEAD.PIXEL_DECODER_NAME {decoder_name!r}")
-    dropout = float(mask_former.get("DROPOUT", 0.1))
-    return {
-        "num_labels": int(head["NUM_CLASSES"]),
-        "fpn_feature_size": int(head["CONVS_DIM"]),
-        "mask_feature_size": int(head["MASK_DIM"]),
-        "no_object_weight": float(mask_former.get("NO_OBJECT_WEIGHT", 0.1)),
-        "use_auxiliary_loss": bool(mask_former.get("DEEP_SUPERVISION", True)),
-        "dice_weight": float(mask_former.get("DICE_WEIGHT", 1.0)),
-        "mask_weight": float(mask_former.get("MASK_WEIGHT", 20.0)),
-        "decoder_config": {
-            "d_model": int(mask_former["HIDDEN_DIM"]),
-            "num_queries": int(mask_former["NUM_OBJECT_QUERIES"]),
-            "decoder_layers": int(mask_former["DEC_LAYERS"]),
-            "decoder_attention_heads": int(mask_former["NHEADS"]),
-            "decoder_ffn_dim": int(mask_former["DIM_FEEDFORWARD"]),
-            "dropout": dropout,
-        },
-        "pixel_decoder_type": pixel_decoder_type,
-        "pixel_decoder_encoder_layers": int(head.get("TRANSFORMER_ENC_LAYERS", 0)),
-        "pixel_decoder_encoder_attention_heads": int(mask_former["NHEADS"]),
-        "pixel_decoder_encoder_ffn_dim": int(mask_former["DIM_FEEDFORWARD"]),
-        "pixel_decoder_encoder_dropout": dropout,
-        "pixel_decoder_pre_norm": bool(mask_former.get("PRE_NORM", False)),
-        "pre_norm": bool(mask_former.get("PRE_NORM", False)),
-        "enforce_input_projection": bool(mask_former.get("ENFORCE_INPUT_PROJ", False)),
-    }

@@ -20,6 +20,7 @@ from conversion.convert_original import (
     main,
     write_detectron2_pkl,
 )
+from conversion.detectron2_config import detect_family, load_original_config
 from conversion.keys_backbones import (
     backbone_config_from_original,
     convert_backbone,
@@ -28,14 +29,8 @@ from conversion.keys_backbones import (
     resnet_backbone_config,
 )
 from conversion.keys_mask2former import convert_mask2former_state_dict
-from conversion.original_config import (
-    build_model_config,
-    build_processor_kwargs,
-    config_from_zoo_entry,
-    detect_family,
-    load_model_zoo,
-    load_original_config,
-)
+from conversion.model_zoo import config_from_zoo_entry, load_model_zoo
+from conversion.original_config import build_model_config, build_processor_kwargs
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -14,8 +14,8 @@ import torch
 import yaml
 
 import hf_maskformer_series as hms
-from conversion.keys_backbones import backbone_config_from_original
-from conversion.keys_maskformer import convert_maskformer_state_dict, maskformer_config_kwargs_from_original
+from conversion.keys_maskformer import convert_maskformer_state_dict
+from conversion.original_config import build_model_config
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NAMES = ["maskformer_fpn_swin", "maskformer_tenc_r50"]
@@ -32,10 +32,7 @@ def case(request):
     """(fixture dict, our model with the converted original weights, loading result)."""
     data = torch.load(FIXTURES / f"{request.param}.pt", weights_only=True)
     original_config = yaml.safe_load(data["config_yaml"])
-    config = hms.SeriesMaskFormerConfig(
-        backbone_config=backbone_config_from_original(original_config, naming="maskformer_swin"),
-        **maskformer_config_kwargs_from_original(original_config),
-    )
+    config, _ = build_model_config(original_config, "maskformer")  # what the conversion command line uses
     model = hms.SeriesMaskFormerForInstanceSegmentation(config).eval()
     result = model.load_state_dict(convert_maskformer_state_dict(data["state_dict"]), strict=False)
     with torch.no_grad():

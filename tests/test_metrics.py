@@ -368,6 +368,17 @@ def test_mask_ap_backends_agree_on_edge_cases(backend):
     assert report["per_class_AP"] == {1: pytest.approx(0.5, abs=1e-12), 2: -1.0}
     empty = compute_mask_ap([[]], [[{"segmentation": gt, "category_id": 1}]], backend=backend)
     assert empty["AP"] == 0.0 and empty["AR100"] == 0.0
+    # more than maxDets (100) detections per image and tied scores: the same cut and the same order
+    rng = np.random.default_rng(4)
+    predictions, references = _random_instance_case(2, num_images=3)
+    for image in predictions:
+        image += [{"segmentation": _box(40, 40, *sorted(rng.integers(0, 40, 2)), *sorted(rng.integers(0, 40, 2))),
+                   "score": float(rng.integers(0, 3)) / 2, "category_id": int(rng.integers(1, 4))} for _ in range(110)]
+    expected = compute_mask_ap(predictions, references, categories=[1, 2, 3], per_class=True, backend="pycocotools")
+    ours = compute_mask_ap(predictions, references, categories=[1, 2, 3], per_class=True, backend=backend)
+    for name in COCO_STAT_NAMES:
+        assert ours[name] == pytest.approx(expected[name], abs=1e-12)
+    assert ours["per_class_AP"] == pytest.approx(expected["per_class_AP"], abs=1e-12)
     with pytest.raises(ValueError, match="Unknown backend 'detectron2'"):
         compute_mask_ap([[]], [[]], categories=[1], backend="detectron2")
 

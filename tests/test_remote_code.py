@@ -14,7 +14,6 @@ import torch
 from transformers import DetrConfig, SwinConfig
 
 import hf_maskformer_series
-from conversion.convert_original import enable_remote_code
 from hf_maskformer_series.configuration_maskformer import SeriesMaskFormerConfig
 from hf_maskformer_series.configuration_video_mask2former import SeriesVideoMask2FormerConfig
 from hf_maskformer_series.modeling_maskformer import SeriesMaskFormerForInstanceSegmentation
@@ -95,7 +94,6 @@ def test_trust_remote_code_without_the_package(tmp_path):
     imported, with no file of the package on the path, and reproduces the logits."""
     jobs, expected = [], {}
     for family, (model, input_name, inputs) in _tiny_models().items():
-        enable_remote_code(model, None, family)
         folder = tmp_path / family
         model.save_pretrained(folder)
         config = json.loads((folder / "config.json").read_text())
