@@ -12,6 +12,8 @@ process then reads all of them back in dataset order. Without it (one process) t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from task_common import LabelSet, Prediction, Task
+from task_common import TASK_MODULES, LabelSet, Prediction, Task, check_model_source
 from tqdm.auto import tqdm
 
 
@@ -103,7 +105,8 @@ def run_inference(task: Task, model, processor, rows, labels: LabelSet, args: ar
     in_memory: dict[int, Prediction] = {}
     inputs_kept: dict[int, Any] = {}
     for batch in loader:
-        predictions = task.infer(model, processor, batch, args, labels)
+        with accelerator.autocast() if accelerator is not None else contextlib.nullcontext():
+            predictions = task.infer(model, processor, batch, args, labels)
         for index, inputs, prediction in zip(batch["indices"], batch["inputs"], predictions):
             if predictions_dir is not None:
                 task.write_prediction(prediction, predictions_dir, split)
@@ -145,3 +148,74 @@ def evaluate_model(task: Task, model, processor, rows, labels: LabelSet, args: a
     overlays = [task.overlay(rows[i], result.inputs[i], result.predictions[i], labels)
                 for i in range(min(num_overlays, len(rows)))]
     return metrics, [o for o in overlays if o is not None]
+
+
+# ================================================================================================================
+# Command-line pieces of evaluate.py and predict.py
+# ================================================================================================================
+
+
+def make_accelerator(cpu: bool = False, mixed_precision: str | None = None, **kwargs):
+    """An ``Accelerator`` for ``python``, ``accelerate launch`` and ``torchrun``: under torchrun on a machine without
+    GPUs, Accelerate forms its (gloo) process group only when told to run on CPU."""
+    from accelerate import Accelerator
+
+    launched_distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
+    return Accelerator(cpu=cpu or (launched_distributed and not torch.cuda.is_available()),
+                       mixed_precision=mixed_precision, **kwargs)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, batching and launch options shared by ``evaluate.py`` and ``predict.py``."""
+    parser.add_argument("--model_name_or_path", required=True,
+                        help="A folder saved by this package or by transformers (facebook/mask2former-*, "
+                        "facebook/maskformer-*), a converted original checkpoint, or a Hub id.")
+    parser.add_argument("--task", required=True, choices=list(TASK_MODULES))
+    parser.add_argument("--output_dir", default="outputs/eval")
+    parser.add_argument("--per_device_eval_batch_size", type=int, default=8,
+                        help="Images per batch and process (videos: always 1).")
+    parser.add_argument("--dataloader_num_workers", type=int, default=2)
+    parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
+                        help="Default: the accelerate config's.")
+    parser.add_argument("--cpu", action="store_true", help="Run on CPU even when a GPU is available.")
+
+
+def load_model_for_inference(name_or_path: str, task: str):
+    """The model (our class for the checkpoint's family) and its processor, in eval mode."""
+    from transformers import PretrainedConfig
+
+    import hf_maskformer_series as hms
+
+    check_model_source(name_or_path)
+    model_type = PretrainedConfig.get_config_dict(name_or_path)[0].get("model_type", "")
+    if task == "video":
+        model_class, processor_class = (hms.SeriesVideoMask2FormerForVideoInstanceSegmentation,
+                                        hms.SeriesVideoMask2FormerVideoProcessor)
+    elif "maskformer" in model_type and "mask2former" not in model_type:
+        model_class, processor_class = hms.SeriesMaskFormerForInstanceSegmentation, hms.SeriesMaskFormerImageProcessor
+    else:
+        model_class, processor_class = (hms.SeriesMask2FormerForUniversalSegmentation,
+                                        hms.SeriesMask2FormerImageProcessor)
+    if task == "video" and model_type != hms.SeriesVideoMask2FormerConfig.model_type:
+        raise ValueError(f"{name_or_path} holds a {model_type or 'unknown'} model, not a video Mask2Former "
+                         f"({hms.SeriesVideoMask2FormerConfig.model_type}); --task video needs one.")
+    model = model_class.from_pretrained(name_or_path).eval()
+    return model, processor_class.from_pretrained(name_or_path)
+
+
+def check_label_sets(model, labels: LabelSet, source: str) -> None:
+    """The model's label ``i`` is category ``categories[i]`` (sorted by id): the sizes must agree."""
+    if model.config.num_labels != len(labels.categories):
+        raise ValueError(f"The model predicts {model.config.num_labels} labels but {source} has "
+                         f"{len(labels.categories)} categories; evaluate on the label set the model was trained on "
+                         "(or give --categories_file).")
+
+
+def inference_summary(result: InferenceResult, accelerator, unit: str) -> dict:
+    """Throughput (examples / s over all processes) and peak memory (the largest of the processes, MiB)."""
+    from accelerate.utils import gather_object
+
+    peak = max(gather_object([result.peak_memory_mb]))
+    return {"num_computed": result.num_computed, "inference_seconds": round(result.seconds, 3),
+            f"{unit}_per_second": round(result.examples_per_second, 3), "peak_memory_mb": round(peak, 1),
+            "num_processes": accelerator.num_processes}

@@ -63,7 +63,7 @@ def _segment_colors(segment_map: np.ndarray, segment_to_label: dict[int, int], l
     return colors
 
 
-def _overlay(image: np.ndarray, segment_map: np.ndarray, segment_to_label: dict, labels: LabelSet) -> np.ndarray:
+def overlay_image(image: np.ndarray, segment_map: np.ndarray, segment_to_label: dict, labels: LabelSet) -> np.ndarray:
     colors = _segment_colors(segment_map, segment_to_label, labels)
     labeled = (segment_map > 0)[..., None]
     blended = np.where(labeled, 0.45 * image + 0.55 * colors, 0.5 * image)
@@ -86,8 +86,8 @@ def write_overlay_png(overlays: list[dict], labels: LabelSet, path: str | os.Pat
     for column, text in enumerate(("image", "ground truth", "prediction")):
         draw.text((gap + column * (width + gap), 2), text, fill=(255, 255, 255))
     for row, item in enumerate(overlays):
-        panels = [item["image"], _overlay(item["image"], item["truth"], item["truth_labels"], labels),
-                  _overlay(item["image"], item["prediction"], item["prediction_labels"], labels)]
+        panels = [item["image"], overlay_image(item["image"], item["truth"], item["truth_labels"], labels),
+                  overlay_image(item["image"], item["prediction"], item["prediction_labels"], labels)]
         for column, panel in enumerate(panels):
             canvas.paste(Image.fromarray(panel), (gap + column * (width + gap), header + gap + row * (height + gap)))
     path = Path(path)

@@ -41,7 +41,14 @@ from reporting import (
     scalar_metrics,
     write_overlay_png,
 )
-from task_common import DEFAULT_SYNTHETIC_DIR, TASK_MODULES, check_model_source, get_task
+from task_common import (
+    CATEGORIES_FILE,
+    DEFAULT_SYNTHETIC_DIR,
+    TASK_MODULES,
+    atomic_write_json,
+    check_model_source,
+    get_task,
+)
 from tqdm.auto import tqdm
 
 from hf_maskformer_series.data.synthetic import SyntheticPanopticConfig
@@ -400,6 +407,7 @@ def train(args: argparse.Namespace, step_callback: Callable[[int, dict], None] |
         wall_time = time.time() - start_time
         with open(output_dir / "eval_results.json", "w") as f:
             json.dump({**metrics, "step": global_step, "wall_time_s": wall_time}, f, indent=1)
+        atomic_write_json(output_dir / CATEGORIES_FILE, data.labels.categories)
         with open(output_dir / "training_args.json", "w") as f:
             json.dump(vars(args), f, indent=1, default=str)
         (output_dir / "README.md").write_text(

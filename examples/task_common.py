@@ -49,6 +49,7 @@ from hf_maskformer_series.modeling_mask2former import SeriesMask2FormerForUniver
 from hf_maskformer_series.presets import preset_config_kwargs
 
 DEFAULT_SYNTHETIC_DIR = Path("data") / "synthetic_panoptic"
+CATEGORIES_FILE = "categories.json"  # the dataset categories of a trained model (label i = categories[i])
 TASK_MODULES = {"panoptic": "task_panoptic", "instance": "task_instance", "semantic": "task_semantic",
                 "video": "task_video"}
 _TRUE = {"1", "true", "yes", "on"}

@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+from pycocotools import mask as mask_utils
 from task_common import ImageTask, LabelSet, Prediction, atomic_write_json, read_categories_file
 
 from hf_maskformer_series.data.coco_instance import (
@@ -115,6 +117,20 @@ class InstanceTask(ImageTask):
                 })
             predictions.append(Prediction(key, detections))
         return predictions
+
+    def prediction_segments(self, prediction, labels, min_score: float = 0.5):
+        """The detections with ``score >= min_score`` painted largest first (small objects stay visible)."""
+        detections = [d for d in prediction.record if d["score"] >= min_score]
+        if not prediction.record:
+            return None, {}
+        height, width = prediction.record[0]["segmentation"]["size"]
+        masks = [mask_utils.decode({"size": d["segmentation"]["size"],
+                                    "counts": d["segmentation"]["counts"].encode("ascii")}).astype(bool)
+                 for d in detections]
+        segment_map = np.zeros((height, width), dtype=np.int64)
+        for number in sorted(range(len(masks)), key=lambda k: -int(masks[k].sum())):
+            segment_map[masks[number]] = number + 1
+        return segment_map, {k + 1: labels.category_to_label[d["category_id"]] for k, d in enumerate(detections)}
 
     def prediction_paths(self, folder: Path, split: str, key: str) -> list[Path]:
         return [folder / ".parts" / split / f"{key}.json"]

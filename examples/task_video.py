@@ -281,6 +281,11 @@ class VideoTask(Task):
         return str(row["video_id"])
 
     def load_inputs(self, row: dict) -> list[Image.Image]:
+        if row.get("video_file"):  # predict.py: a video file, decoded with PyAV
+            import av
+
+            with av.open(row["video_file"]) as container:
+                return [frame.to_image().convert("RGB") for frame in container.decode(video=0)]
         return [Image.open(path).convert("RGB") for path in row["frame_paths"]]
 
     def preprocess(self, processor, inputs, args) -> dict[str, torch.Tensor]:

@@ -15,9 +15,9 @@ sys.path.insert(0, str(REPO / "examples"))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import segmentation_training as st  # noqa: E402
 import checkpointing  # noqa: E402
 import reporting  # noqa: E402
+import segmentation_training as st  # noqa: E402
 import task_common  # noqa: E402
 import task_video  # noqa: E402
 from inference import evaluate_model  # noqa: E402
