@@ -177,6 +177,21 @@ def test_resume_gives_the_same_loss_curve(synthetic_dir, tmp_path):
     # 8 images / batch 2 = 4 steps per epoch: the resumed run crossed an epoch boundary at the same place
     log = [json.loads(line) for line in (tmp_path / "cut" / reporting.LOG_FILE).read_text().splitlines()]
     assert [r["epoch"] for r in log if "loss" in r][-3:] == [0, 1, 1]
+    # the log holds each step once: the killed run's step 4 was dropped when the resumed run logged it again
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    full_log = [json.loads(line) for line in (tmp_path / "full" / reporting.LOG_FILE).read_text().splitlines()]
+    np.testing.assert_allclose([r["loss"] for r in log], [r["loss"] for r in full_log], rtol=1e-5)
+
+
+def test_resume_latest_without_a_checkpoint_starts_from_step_0(synthetic_dir, tmp_path):
+    """One command both starts and resumes a pre-emptible job: 'latest' in a folder without checkpoints starts fresh;
+    an explicit folder that is not a checkpoint is an error."""
+    result = st.train(_args("panoptic", synthetic_dir, tmp_path / "fresh", "--max_train_steps", "2",
+                            "--num_overlay_images", "0", "--resume_from_checkpoint", "latest"))
+    assert result["global_step"] == 2 and len(result["losses"]) == 2
+    with pytest.raises(SystemExit, match=r"error: .*missing is not a complete checkpoint"):
+        st.main("panoptic", ["--data_dir", str(synthetic_dir), "--output_dir", str(tmp_path / "x"), *TINY_ARGS,
+                             "--resume_from_checkpoint", str(tmp_path / "missing")])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,6 +275,32 @@ def _copy_dataset(source: Path, target: Path) -> Path:
     return target
 
 
+def test_fine_tuning_a_saved_model_on_a_label_set_of_another_size(synthetic_dir, tmp_path):
+    """Issue 16 item 1: save a model for 3 labels, fine-tune it with the training example on the 7 labels of the
+    synthetic data: the loss is finite and the class weights of the loss are those of a fresh 7-label model."""
+    from hf_maskformer_series import SeriesMask2FormerConfig, SeriesMask2FormerForUniversalSegmentation
+    from hf_maskformer_series.presets import preset_config_kwargs
+
+    config = SeriesMask2FormerConfig(**preset_config_kwargs("tiny", {0: "a", 1: "b", 2: "c"}, num_queries=8,
+                                                            train_num_points=256))
+    SeriesMask2FormerForUniversalSegmentation(config).save_pretrained(tmp_path / "three_labels")
+    seen = {}
+
+    def record_weights(model):
+        seen["empty_weight"] = model.criterion.empty_weight.clone()
+
+    result = st.train(_args("panoptic", synthetic_dir, tmp_path / "fine_tuned", "--model_name_or_path",
+                            str(tmp_path / "three_labels"), "--max_train_steps", "3", "--num_overlay_images", "0"),
+                      model_hook=record_weights)
+    expected = torch.ones(8)
+    expected[-1] = config.no_object_weight
+    torch.testing.assert_close(seen["empty_weight"], expected, rtol=0, atol=0)
+    assert len(result["losses"]) == 3 and all(np.isfinite(result["losses"])) and max(result["losses"]) < 1e3
+    saved = SeriesMask2FormerForUniversalSegmentation.from_pretrained(tmp_path / "fine_tuned")
+    assert saved.config.num_labels == 7
+    torch.testing.assert_close(saved.criterion.empty_weight, expected, rtol=0, atol=0)
+
+
 def test_bad_data_errors_name_the_file(synthetic_dir, tmp_path):
     missing = _copy_dataset(synthetic_dir, tmp_path / "missing_image")
     (missing / "images" / "train" / "000000000002.png").unlink()
@@ -301,6 +342,21 @@ def test_hub_dataset_offline_gives_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ConnectionError, match="Cannot reach the Hugging Face Hub"):
         st.train(st.parse_args("panoptic", ["--dataset_name", "someone/coco-panoptic", "--output_dir",
                                             str(tmp_path)]))
+
+
+def test_hub_model_id_offline_fails_at_once_in_one_line(synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: as good as offline
+    with pytest.raises(SystemExit) as raised:
+        st.main("panoptic", ["--data_dir", str(synthetic_dir), "--output_dir", str(tmp_path), *TINY_ARGS,
+                             "--model_name_or_path", "someone/mask2former-model"])
+    message = str(raised.value)
+    assert message.startswith("error: --model_name_or_path someone/mask2former-model: no such folder, and the "
+                              "Hugging Face Hub cannot be reached") and "\n" not in message
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match="HF_HUB_OFFLINE is set but the model is not in the local cache"):
+        st.main("panoptic", ["--data_dir", str(synthetic_dir), "--output_dir", str(tmp_path), *TINY_ARGS,
+                             "--model_name_or_path", "someone/mask2former-model"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
