@@ -25,6 +25,7 @@ from inference import (
     inference_summary,
     load_model_for_inference,
     make_accelerator,
+    run_command,
     run_inference,
 )
 from reporting import format_metrics
@@ -94,12 +95,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = parse_args(argv)
-    try:
-        return evaluate(args)
-    except (FileNotFoundError, ValueError, ConnectionError) as error:
-        logger.error("%s", error)
-        raise SystemExit(f"error: {error}") from None
+    return run_command(evaluate, parse_args(argv), logger)
 
 
 if __name__ == "__main__":

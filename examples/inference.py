@@ -55,6 +55,11 @@ class _Batches(torch.utils.data.Dataset):
                 "model_inputs": self.task.preprocess(self.processor, inputs, self.args)}
 
 
+def _as_is(batch: dict) -> dict:
+    """The DataLoader's per-item conversion, disabled: decoded images stay numpy arrays / PIL images."""
+    return batch
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -93,7 +98,7 @@ def run_inference(task: Task, model, processor, rows, labels: LabelSet, args: ar
         batches = [b for b in batches if not all(done(i) for i in b)]
     num_pending = sum(len(b) for b in batches)
     loader = torch.utils.data.DataLoader(_Batches(task, processor, rows, batches[process_index::num_processes], args),
-                                         batch_size=None, num_workers=num_workers)
+                                         batch_size=None, num_workers=num_workers, collate_fn=_as_is)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -153,6 +158,15 @@ def evaluate_model(task: Task, model, processor, rows, labels: LabelSet, args: a
 # ================================================================================================================
 # Command-line pieces of evaluate.py and predict.py
 # ================================================================================================================
+
+
+def run_command(function, args: argparse.Namespace, logger) -> dict:
+    """``function(args)``; bad data, missing files and offline Hub access end with a one-line message."""
+    try:
+        return function(args)
+    except (FileNotFoundError, ValueError, ConnectionError) as error:
+        logger.error("%s", error)
+        raise SystemExit(f"error: {error}") from None
 
 
 def make_accelerator(cpu: bool = False, mixed_precision: str | None = None, **kwargs):

@@ -29,6 +29,7 @@ from inference import (
     inference_summary,
     load_model_for_inference,
     make_accelerator,
+    run_command,
     run_inference,
 )
 from reporting import overlay_image
@@ -170,12 +171,7 @@ def predict(args: argparse.Namespace) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    args = parse_args(argv)
-    try:
-        return predict(args)
-    except (FileNotFoundError, ValueError, ConnectionError) as error:
-        logger.error("%s", error)
-        raise SystemExit(f"error: {error}") from None
+    return run_command(predict, parse_args(argv), logger)
 
 
 if __name__ == "__main__":

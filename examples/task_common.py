@@ -299,15 +299,16 @@ class Task:
         raise NotImplementedError
 
     def prediction_paths(self, folder: Path, split: str, key: str) -> list[Path]:
-        """The files ``write_prediction`` writes for ``key`` (the last one written last)."""
-        raise NotImplementedError
+        """The files ``write_prediction`` writes for ``key`` (the last one written last). Default: the record
+        alone, as JSON in ``folder/.parts/<split>/`` (merged by ``write_results_file``)."""
+        return [folder / ".parts" / split / f"{key}.json"]
 
     def write_prediction(self, prediction: Prediction, folder: Path, split: str) -> None:
-        """Write one example's standard files atomically (the record file last, so it marks completion)."""
-        raise NotImplementedError
+        """Write one example's files atomically (the last of ``prediction_paths`` last: it marks completion)."""
+        atomic_write_json(self.prediction_paths(folder, split, prediction.key)[-1], prediction.record)
 
     def read_prediction(self, folder: Path, split: str, key: str) -> Prediction:
-        raise NotImplementedError
+        return Prediction(key, json.loads(self.prediction_paths(folder, split, key)[-1].read_text()))
 
     def write_results_file(self, predictions: list[Prediction], rows, folder: Path, split: str,
                            labels: LabelSet) -> Path | None:

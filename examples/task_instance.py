@@ -132,15 +132,6 @@ class InstanceTask(ImageTask):
             segment_map[masks[number]] = number + 1
         return segment_map, {k + 1: labels.category_to_label[d["category_id"]] for k, d in enumerate(detections)}
 
-    def prediction_paths(self, folder: Path, split: str, key: str) -> list[Path]:
-        return [folder / ".parts" / split / f"{key}.json"]
-
-    def write_prediction(self, prediction, folder, split) -> None:
-        atomic_write_json(self.prediction_paths(folder, split, prediction.key)[0], prediction.record)
-
-    def read_prediction(self, folder, split, key) -> Prediction:
-        return Prediction(key, json.loads(self.prediction_paths(folder, split, key)[0].read_text()))
-
     def write_results_file(self, predictions, rows, folder, split, labels) -> Path:
         path = folder / f"instances_{split}_results.json"
         atomic_write_json(path, [detection for prediction in predictions for detection in prediction.record])

@@ -313,15 +313,6 @@ class VideoTask(Task):
             predictions.append(Prediction(self.example_key(row), entries))
         return predictions
 
-    def prediction_paths(self, folder: Path, split: str, key: str) -> list[Path]:
-        return [folder / ".parts" / split / f"{key}.json"]
-
-    def write_prediction(self, prediction, folder, split) -> None:
-        atomic_write_json(self.prediction_paths(folder, split, prediction.key)[0], prediction.record)
-
-    def read_prediction(self, folder, split, key) -> Prediction:
-        return Prediction(key, json.loads(self.prediction_paths(folder, split, key)[0].read_text()))
-
     def write_results_file(self, predictions, rows, folder, split, labels) -> Path:
         path = folder / "results.json"
         atomic_write_json(path, [entry for prediction in predictions for entry in prediction.record])
