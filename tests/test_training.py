@@ -113,6 +113,18 @@ def test_augmentation_is_a_function_of_its_seed():
     assert set(np.unique(map_t[pixel_mask == 1].numpy())) <= set(range(7))
 
 
+def test_lean_targets_are_the_one_hot_targets_as_a_map():
+    segment_map = torch.tensor([[0, 3, 3], [7, 7, 0], [3, 9, 9]])
+    segment_to_label = {3: 1, 7: 0, 9: 4}
+    target_map, classes = task_common.segment_map_targets(segment_map, segment_to_label)
+    masks, one_hot_classes = task_common.encode_segmentation_targets(segment_map, segment_to_label, ignore_index=0)
+    torch.testing.assert_close(classes, one_hot_classes)
+    expected = torch.full_like(segment_map, -1)
+    for index, mask in enumerate(masks.bool()):
+        expected[mask] = index
+    torch.testing.assert_close(target_map, expected)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints
 # ----------------------------------------------------------------------------------------------------------------
