@@ -23,10 +23,9 @@ from inference import (
     check_label_sets,
     compute_metrics,
     inference_summary,
-    load_model_for_inference,
-    make_accelerator,
     run_command,
     run_inference,
+    start_inference,
 )
 from reporting import format_metrics
 from task_common import atomic_write_json, get_task
@@ -61,15 +60,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def evaluate(args: argparse.Namespace) -> dict:
     """Run the evaluation described by ``args``; returns the contents of ``eval_results.json`` (main process)."""
-    accelerator = make_accelerator(args.cpu, args.mixed_precision)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    if not accelerator.is_main_process:
-        logger.setLevel(logging.WARNING)
-    task = get_task(args.task)
-    model, processor = load_model_for_inference(args.model_name_or_path, args.task)
+    accelerator, task, model, processor = start_inference(args, logger)
     data = task.load_data(args, accelerator, splits=[args.split])
     check_label_sets(model, data.labels, data.description)
-    model.to(accelerator.device)
     output_dir = Path(args.output_dir)
     predictions_dir = output_dir / "predictions"
     logger.info("Evaluating %s on %d %s of %s (split %s) with %d process(es)", args.model_name_or_path,

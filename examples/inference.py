@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from task_common import TASK_MODULES, LabelSet, Prediction, Task, check_model_source
+from task_common import TASK_MODULES, LabelSet, Prediction, Task, check_model_source, get_task
 from tqdm.auto import tqdm
 
 
@@ -167,6 +167,18 @@ def run_command(function, args: argparse.Namespace, logger) -> dict:
     except (FileNotFoundError, ValueError, ConnectionError) as error:
         logger.error("%s", error)
         raise SystemExit(f"error: {error}") from None
+
+
+def start_inference(args: argparse.Namespace, logger):
+    """``(accelerator, task, model on the accelerator's device, processor)`` for ``evaluate.py`` / ``predict.py``."""
+    import logging
+
+    accelerator = make_accelerator(args.cpu, args.mixed_precision)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
+    if not accelerator.is_main_process:
+        logger.setLevel(logging.WARNING)
+    model, processor = load_model_for_inference(args.model_name_or_path, args.task)
+    return accelerator, get_task(args.task), model.to(accelerator.device), processor
 
 
 def make_accelerator(cpu: bool = False, mixed_precision: str | None = None, **kwargs):

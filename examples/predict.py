@@ -27,10 +27,9 @@ from inference import (
     add_common_arguments,
     check_label_sets,
     inference_summary,
-    load_model_for_inference,
-    make_accelerator,
     run_command,
     run_inference,
+    start_inference,
 )
 from reporting import overlay_image
 from task_common import CATEGORIES_FILE, LabelSet, atomic_write_json, atomic_write_png, get_task, read_categories_file
@@ -137,15 +136,9 @@ def write_overlays(task, rows, predictions, labels: LabelSet, folder: Path) -> i
 
 def predict(args: argparse.Namespace) -> dict:
     """Run the prediction described by ``args``; returns the summary written to ``predict_results.json``."""
-    accelerator = make_accelerator(args.cpu, args.mixed_precision)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
-    if not accelerator.is_main_process:
-        logger.setLevel(logging.WARNING)
-    task = get_task(args.task)
-    model, processor = load_model_for_inference(args.model_name_or_path, args.task)
+    accelerator, task, model, processor = start_inference(args, logger)
     labels = model_labels(model, args.model_name_or_path, args.categories_file)
     rows = collect_video_rows(args.inputs) if args.task == "video" else collect_image_rows(args.inputs)
-    model.to(accelerator.device)
     output_dir = Path(args.output_dir)
     predictions_dir = output_dir / "predictions"
     logger.info("Predicting %d %s with %s on %d process(es)", len(rows), task.example_unit, args.model_name_or_path,
