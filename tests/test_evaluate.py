@@ -5,6 +5,7 @@ resume, two processes, semantic PNGs with test-time augmentation, YouTube-VIS re
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -18,14 +19,19 @@ import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
+# appended, not prepended: examples/evaluate.py must not shadow the `evaluate` library for other tests
+sys.path.append(str(REPO / "examples"))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import evaluate as evaluate_script  # noqa: E402
 import segmentation_training as st  # noqa: E402
 from inference import evaluate_model  # noqa: E402
 from task_common import get_task  # noqa: E402
+
+# examples/evaluate.py, under another name than the `evaluate` library's
+_spec = importlib.util.spec_from_file_location("examples_evaluate", REPO / "examples" / "evaluate.py")
+evaluate_script = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(evaluate_script)
 
 from hf_maskformer_series.data.synthetic import SyntheticPanopticConfig, generate_synthetic_panoptic  # noqa: E402
 from hf_maskformer_series.data.synthetic_video import SyntheticVideoConfig, generate_synthetic_youtube_vis  # noqa: E402

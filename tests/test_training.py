@@ -18,7 +18,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
+# appended, not prepended: examples/evaluate.py must not shadow the `evaluate` library for other tests
+sys.path.append(str(REPO / "examples"))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
