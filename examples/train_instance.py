@@ -3,7 +3,8 @@ Accelerate.
 
     accelerate launch examples/train_instance.py            # synthetic data (instances_<split>.json), tiny model
 
-See examples/README.md; all options: ``--help``. The code is shared in ``segmentation_training.py``.
+See examples/README.md; all options: ``--help``. The training loop is ``segmentation_training.py``, the
+task ``task_instance.py``.
 """
 
 from segmentation_training import main

@@ -3,8 +3,8 @@
     accelerate launch examples/train_panoptic.py            # synthetic data, tiny model, CPU-friendly
     python examples/train_panoptic.py --data_dir /path/to/coco --preset swin-tiny
 
-See examples/README.md; all options: ``--help``. The code is shared with the other tasks in
-``segmentation_training.py``.
+See examples/README.md; all options: ``--help``. The training loop is shared with the other tasks
+(``segmentation_training.py``); the task is ``task_panoptic.py``.
 """
 
 from segmentation_training import main

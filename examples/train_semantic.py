@@ -2,7 +2,8 @@
 
     accelerate launch examples/train_semantic.py            # synthetic data (ade20k/ export), tiny model
 
-See examples/README.md; all options: ``--help``. The code is shared in ``segmentation_training.py``.
+See examples/README.md; all options: ``--help``. The training loop is ``segmentation_training.py``, the
+task ``task_semantic.py``.
 """
 
 from segmentation_training import main

@@ -3,11 +3,11 @@
     accelerate launch examples/train_video.py            # synthetic videos, tiny model, CPU-friendly
     python examples/train_video.py --data_dir /path/to/ytvis_2019 --preset swin-tiny --min_size_train 360 480
 
-See examples/README.md; all options: ``--help``. The training code is shared with the image tasks
-(``segmentation_training.py``); the video pieces are in ``video_training.py``.
+See examples/README.md; all options: ``--help``. The training loop is shared with the image tasks
+(``segmentation_training.py``); the video task is ``task_video.py``.
 """
 
-from video_training import main
+from segmentation_training import main
 
 if __name__ == "__main__":
-    main()
+    main("video")

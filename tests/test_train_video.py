@@ -1,4 +1,4 @@
-"""Tests of the video training example (examples/train_video.py, video_training.py on segmentation_training.py)."""
+"""Tests of the video training example (examples/train_video.py: task_video.py on segmentation_training.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,17 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
+# appended, not prepended: examples/evaluate.py must not shadow the `evaluate` library for other tests
+sys.path.append(str(REPO / "examples"))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import checkpointing  # noqa: E402
+import reporting  # noqa: E402
 import segmentation_training as st  # noqa: E402
-import video_training as vt  # noqa: E402
+import task_common  # noqa: E402
+import task_video  # noqa: E402
+from inference import evaluate_model  # noqa: E402
 
 from hf_maskformer_series.data.synthetic_video import SyntheticVideoConfig, generate_synthetic_youtube_vis  # noqa: E402
 
@@ -36,11 +41,11 @@ def video_dir(tmp_path_factory) -> Path:
 
 
 def _args(data_dir, output_dir, *extra: str):
-    return vt.parse_args(["--data_dir", str(data_dir), "--output_dir", str(output_dir), *TINY_ARGS, *extra])
+    return st.parse_args("video", ["--data_dir", str(data_dir), "--output_dir", str(output_dir), *TINY_ARGS, *extra])
 
 
 def test_video_is_a_registered_task_with_its_own_defaults():
-    assert st.TASKS["video"] is vt.VIDEO_TASK
+    assert task_common.get_task("video") is task_video.TASK
     args = st.parse_args("video", [])
     assert (args.num_frames, args.frame_range, args.min_size_train, args.top_k) == (2, 20, [80, 96], 10)
     assert args.output_dir == "outputs/train_video" and args.synthetic_num_train == SyntheticVideoConfig.num_train
@@ -53,11 +58,11 @@ def test_video_is_a_registered_task_with_its_own_defaults():
 
 def test_clips_are_seeded_augmented_per_clip_and_padded(video_dir):
     args = _args(video_dir, "unused", "--num_frames", "3", "--min_size_train", "40", "56")
-    data = vt.load_video_data(args, accelerator=__import__("accelerate").Accelerator(cpu=True))
+    data = task_video.TASK.load_data(args, __import__("accelerate").Accelerator(cpu=True))
     assert len(data.train) == 4 and len(data.validation) == 2
     assert [c["name"] for c in data.labels.categories] == ["circle", "square", "triangle", "cross"]
-    model, processor = vt.build_video_model_and_processor(args, data.labels)
-    dataset = vt.video_training_dataset(data, args, processor)
+    model, processor = task_video.TASK.build_model_and_processor(args, data.labels)
+    dataset = task_video.TASK.training_dataset(data, args, processor)
     first, again = dataset[(3, 1)], dataset[(3, 1)]
     for key in first:
         torch.testing.assert_close(first[key], again[key])
@@ -70,7 +75,7 @@ def test_clips_are_seeded_augmented_per_clip_and_padded(video_dir):
         assert masks.flatten(1).any(dim=1).all() and set(labels.tolist()) <= set(range(4))
         sizes.add(tuple(frames.shape[-2:]))
     assert len(sizes) == 2  # both shortest-edge choices were drawn (48x64 frames -> 40x53 or 56x75)
-    batch = vt.collate_video_batch(examples[:4])
+    batch = task_video.TASK.collate(examples[:4])
     assert batch["pixel_values_videos"].shape[0] == 4 and batch["pixel_values_videos"].shape[-2] % 32 == 0
     assert batch["pixel_values_videos"].shape[-1] % 32 == 0 and batch["pixel_mask"].shape[0] == 4
     for example, mask, labels in zip(examples[:4], batch["pixel_mask"], batch["mask_labels"]):
@@ -85,10 +90,10 @@ def test_clips_are_seeded_augmented_per_clip_and_padded(video_dir):
 def test_flip_is_drawn_once_per_clip(video_dir):
     """With the two shortest-edge choices equal, a flipped clip is the mirror image of the unflipped one."""
     args = _args(video_dir, "unused", "--min_size_train", "48", "--num_frames", "2")
-    data = vt.load_video_data(args, accelerator=__import__("accelerate").Accelerator(cpu=True))
-    _, processor = vt.build_video_model_and_processor(args, data.labels)
-    flipping = vt.video_training_dataset(data, args, processor)
-    plain = vt.video_training_dataset(data, _args(video_dir, "unused", "--min_size_train", "48", "--no_flip"),
+    data = task_video.TASK.load_data(args, __import__("accelerate").Accelerator(cpu=True))
+    _, processor = task_video.TASK.build_model_and_processor(args, data.labels)
+    flipping = task_video.TASK.training_dataset(data, args, processor)
+    plain = task_video.TASK.training_dataset(data, _args(video_dir, "unused", "--min_size_train", "48", "--no_flip"),
                                       processor)
     flips = 0
     for epoch in range(6):
@@ -101,7 +106,7 @@ def test_flip_is_drawn_once_per_clip(video_dir):
 
 
 def test_short_run_trains_evaluates_video_ap_and_saves(video_dir, tmp_path):
-    result = vt.train(_args(video_dir, tmp_path, "--max_train_steps", "4", "--checkpointing_steps", "2"))
+    result = st.train(_args(video_dir, tmp_path, "--max_train_steps", "4", "--checkpointing_steps", "2"))
     assert len(result["losses"]) == 4 and all(np.isfinite(result["losses"]))
     metrics = result["metrics"]
     assert VIDEO_AP_KEYS <= set(metrics) and all(0 <= metrics[key] <= 100 for key in VIDEO_AP_KEYS)
@@ -119,33 +124,33 @@ def test_short_run_trains_evaluates_video_ap_and_saves(video_dir, tmp_path):
     card = (tmp_path / "README.md").read_text()
     assert f"| video_ap | {metrics['video_ap']:.2f} |" in card and "AutoVideoProcessor" in card
     assert "2 videos per device" in card and "clips of 2 frames" in card
-    assert [p.name for p in st.checkpoint_dirs(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
-    assert (tmp_path / st.OVERLAY_FILE).is_file()
+    assert [p.name for p in checkpointing.checkpoint_dirs(tmp_path)] == ["checkpoint-2", "checkpoint-4"]
+    assert (tmp_path / reporting.OVERLAY_FILE).is_file()
 
     # The saved model reproduces the evaluation it was saved with (one pass and a window over the whole video).
     args = _args(video_dir, tmp_path / "again")
-    labels = st.LabelSet.from_categories([{**c, "isthing": 1} for c in
+    labels = task_common.LabelSet.from_categories([{**c, "isthing": 1} for c in
                                           json.loads((video_dir / "train.json").read_text())["categories"]], "test")
-    data = vt.load_video_data(args, accelerator=__import__("accelerate").Accelerator(cpu=True))
-    again, _ = vt.evaluate_video(model, processor, data.validation, "video", labels, args)
+    data = task_video.TASK.load_data(args, __import__("accelerate").Accelerator(cpu=True))
+    again, _ = evaluate_model(task_video.TASK, model, processor, data.validation, labels, args)
     assert again["video_ap"] == pytest.approx(metrics["video_ap"])
-    windowed, _ = vt.evaluate_video(model, processor, data.validation, "video", labels,
-                                    _args(video_dir, tmp_path, "--eval_window", "8"))
+    windowed, _ = evaluate_model(task_video.TASK, model, processor, data.validation, labels,
+                                 _args(video_dir, tmp_path, "--eval_window", "8"))
     assert windowed == pytest.approx(again)
 
 
 def test_resume_gives_the_same_loss_curve(video_dir, tmp_path):
     """The shared checkpoint/resume code with the video pieces: 4 videos / batch 2 = 2 steps per epoch."""
     steps = ["--max_train_steps", "5", "--checkpointing_steps", "3", "--num_overlay_images", "0"]
-    uninterrupted = vt.train(_args(video_dir, tmp_path / "full", *steps))["losses"]
+    uninterrupted = st.train(_args(video_dir, tmp_path / "full", *steps))["losses"]
 
     def kill_after_step_4(step, record):
         if step == 4:
             raise st.StopTraining
 
     with pytest.raises(st.StopTraining):
-        vt.train(_args(video_dir, tmp_path / "cut", *steps), step_callback=kill_after_step_4)
-    resumed = vt.train(_args(video_dir, tmp_path / "cut", *steps, "--resume_from_checkpoint", "latest"))
+        st.train(_args(video_dir, tmp_path / "cut", *steps), step_callback=kill_after_step_4)
+    resumed = st.train(_args(video_dir, tmp_path / "cut", *steps, "--resume_from_checkpoint", "latest"))
     assert resumed["global_step"] == 5
     np.testing.assert_allclose(resumed["losses"], uninterrupted[3:], rtol=1e-5)
 
@@ -156,6 +161,6 @@ def test_video_ap_of_the_ground_truth_is_100(video_dir):
     from hf_maskformer_series.metrics.video_ap.video_ap_core import compute_video_ap
 
     rows = load_youtube_vis(video_dir, "val")
-    references = [vt.reference_tracks(rows[i]) for i in range(len(rows))]
+    references = [task_video.reference_tracks(rows[i]) for i in range(len(rows))]
     predictions = [[{**t, "score": 1.0} for t in video] for video in references]
     assert compute_video_ap(predictions, references, categories=[1, 2, 3, 4])["AP"] == pytest.approx(1.0)

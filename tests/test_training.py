@@ -1,4 +1,4 @@
-"""Tests of the Accelerate training examples (examples/segmentation_training.py and the three scripts).
+"""Tests of the Accelerate training examples (examples/segmentation_training.py, the image tasks and the scripts).
 
 Run as a script (``python -m torch.distributed.run --nproc_per_node 2 tests/test_training.py <train args>``) this
 file is the worker of the two-process test: it trains with deterministic loss points so that the losses of two
@@ -18,11 +18,15 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
+# appended, not prepended: examples/evaluate.py must not shadow the `evaluate` library for other tests
+sys.path.append(str(REPO / "examples"))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import checkpointing  # noqa: E402
+import reporting  # noqa: E402
 import segmentation_training as st  # noqa: E402
+import task_common  # noqa: E402
 
 from hf_maskformer_series.data.masks import id_to_rgb, rgb_to_id  # noqa: E402
 from hf_maskformer_series.data.synthetic import SyntheticPanopticConfig, generate_synthetic_panoptic  # noqa: E402
@@ -99,15 +103,27 @@ def test_parameter_groups_backbone_lr_and_no_decay():
 def test_augmentation_is_a_function_of_its_seed():
     image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
     segment_map = np.repeat(np.arange(70)[None] // 10, 50, axis=0).astype(np.int64)
-    first = st.augment(image, segment_map, np.random.default_rng([1, 2, 3]), "resize_crop", 48, 0.8, 1.25, True)
-    again = st.augment(image, segment_map, np.random.default_rng([1, 2, 3]), "resize_crop", 48, 0.8, 1.25, True)
+    first = task_common.augment(image, segment_map, np.random.default_rng([1, 2, 3]), "resize_crop", 48, 0.8, 1.25, True)
+    again = task_common.augment(image, segment_map, np.random.default_rng([1, 2, 3]), "resize_crop", 48, 0.8, 1.25, True)
     for a, b in zip(first, again):
         torch.testing.assert_close(a, b)
-    image_t, map_t, pixel_mask = st.augment(image, segment_map, np.random.default_rng(5), "lsj", 96, 0.5, 0.5, False)
+    image_t, map_t, pixel_mask = task_common.augment(image, segment_map, np.random.default_rng(5), "lsj", 96, 0.5, 0.5, False)
     assert image_t.shape == (3, 96, 96) and map_t.shape == (96, 96)
     # LSJ at scale 0.5: the longest edge (70) becomes 48 and the rest is padding, void in the map
     assert pixel_mask.sum() == 34 * 48 and (map_t[pixel_mask == 0] == 0).all()
     assert set(np.unique(map_t[pixel_mask == 1].numpy())) <= set(range(7))
+
+
+def test_lean_targets_are_the_one_hot_targets_as_a_map():
+    segment_map = torch.tensor([[0, 3, 3], [7, 7, 0], [3, 9, 9]])
+    segment_to_label = {3: 1, 7: 0, 9: 4}
+    target_map, classes = task_common.segment_map_targets(segment_map, segment_to_label)
+    masks, one_hot_classes = task_common.encode_segmentation_targets(segment_map, segment_to_label, ignore_index=0)
+    torch.testing.assert_close(classes, one_hot_classes)
+    expected = torch.full_like(segment_map, -1)
+    for index, mask in enumerate(masks.bool()):
+        expected[mask] = index
+    torch.testing.assert_close(target_map, expected)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -122,7 +138,7 @@ def test_atomic_checkpoint_keeps_the_previous_one_when_a_save_fails(tmp_path, mo
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     model, optimizer = accelerator.prepare(model, optimizer)
-    first = st.save_checkpoint_atomically(accelerator, tmp_path, 1, {"global_step": 1, "epoch": 0,
+    first = checkpointing.save_checkpoint_atomically(accelerator, tmp_path, 1, {"global_step": 1, "epoch": 0,
                                                                        "batches_done_in_epoch": 1})
     before = {p.name: p.read_bytes() for p in first.iterdir()}
     saved_weight = model.weight.detach().clone()
@@ -136,23 +152,23 @@ def test_atomic_checkpoint_keeps_the_previous_one_when_a_save_fails(tmp_path, mo
     with torch.no_grad():
         model.weight.add_(1.0)
     with pytest.raises(OSError, match="No space left"):
-        st.save_checkpoint_atomically(accelerator, tmp_path, 2, {"global_step": 2, "epoch": 0,
+        checkpointing.save_checkpoint_atomically(accelerator, tmp_path, 2, {"global_step": 2, "epoch": 0,
                                                                  "batches_done_in_epoch": 2}, total_limit=1)
-    assert st.checkpoint_dirs(tmp_path) == [first]
+    assert checkpointing.checkpoint_dirs(tmp_path) == [first]
     assert {p.name: p.read_bytes() for p in first.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-1"]  # the partial save was cleaned up
 
     # A run killed mid-save leaves only a temporary folder: it is never taken for a checkpoint.
     (tmp_path / ".checkpoint-3.tmp").mkdir()
     (tmp_path / ".checkpoint-3.tmp" / "model.safetensors").write_bytes(b"partial")
-    assert st.resolve_checkpoint("latest", str(tmp_path)) == first
+    assert checkpointing.resolve_checkpoint("latest", str(tmp_path)) == first
     monkeypatch.undo()
     accelerator.load_state(str(first))
     torch.testing.assert_close(model.weight.detach(), saved_weight)
     # The next successful save removes the stale folder and, with total_limit=1, the older checkpoint.
-    second = st.save_checkpoint_atomically(accelerator, tmp_path, 4, {"global_step": 4, "epoch": 0,
+    second = checkpointing.save_checkpoint_atomically(accelerator, tmp_path, 4, {"global_step": 4, "epoch": 0,
                                                                       "batches_done_in_epoch": 4}, total_limit=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"] and st.checkpoint_dirs(tmp_path) == [second]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-4"] and checkpointing.checkpoint_dirs(tmp_path) == [second]
 
 
 def test_resume_gives_the_same_loss_curve(synthetic_dir, tmp_path):
@@ -166,14 +182,29 @@ def test_resume_gives_the_same_loss_curve(synthetic_dir, tmp_path):
 
     with pytest.raises(st.StopTraining):
         st.train(_args("panoptic", synthetic_dir, tmp_path / "cut", *steps), step_callback=kill_after_step_4)
-    assert [p.name for p in st.checkpoint_dirs(tmp_path / "cut")] == ["checkpoint-3"]
+    assert [p.name for p in checkpointing.checkpoint_dirs(tmp_path / "cut")] == ["checkpoint-3"]
     resumed = st.train(_args("panoptic", synthetic_dir, tmp_path / "cut", *steps, "--resume_from_checkpoint",
                              "latest"))
     assert resumed["global_step"] == 6
     np.testing.assert_allclose(resumed["losses"], uninterrupted[3:], rtol=1e-5)
     # 8 images / batch 2 = 4 steps per epoch: the resumed run crossed an epoch boundary at the same place
-    log = [json.loads(line) for line in (tmp_path / "cut" / st.LOG_FILE).read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / "cut" / reporting.LOG_FILE).read_text().splitlines()]
     assert [r["epoch"] for r in log if "loss" in r][-3:] == [0, 1, 1]
+    # the log holds each step once: the killed run's step 4 was dropped when the resumed run logged it again
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    full_log = [json.loads(line) for line in (tmp_path / "full" / reporting.LOG_FILE).read_text().splitlines()]
+    np.testing.assert_allclose([r["loss"] for r in log], [r["loss"] for r in full_log], rtol=1e-5)
+
+
+def test_resume_latest_without_a_checkpoint_starts_from_step_0(synthetic_dir, tmp_path):
+    """One command both starts and resumes a pre-emptible job: 'latest' in a folder without checkpoints starts fresh;
+    an explicit folder that is not a checkpoint is an error."""
+    result = st.train(_args("panoptic", synthetic_dir, tmp_path / "fresh", "--max_train_steps", "2",
+                            "--num_overlay_images", "0", "--resume_from_checkpoint", "latest"))
+    assert result["global_step"] == 2 and len(result["losses"]) == 2
+    with pytest.raises(SystemExit, match=r"error: .*missing is not a complete checkpoint"):
+        st.main("panoptic", ["--data_dir", str(synthetic_dir), "--output_dir", str(tmp_path / "x"), *TINY_ARGS,
+                             "--resume_from_checkpoint", str(tmp_path / "missing")])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -200,7 +231,7 @@ def test_overfit_reaches_a_pq_well_above_the_untrained_model(synthetic_dir, tmp_
     assert type(model).__name__ == "SeriesMask2FormerForUniversalSegmentation"
     assert type(processor).__name__ == "SeriesMask2FormerImageProcessor"
     assert model.config.id2label[4] == "sky" and model.config.num_labels == 7
-    overlay = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(output / st.OVERLAY_FILE))
+    overlay = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(output / reporting.OVERLAY_FILE))
     assert overlay.shape[1] == 3 * 64 + 4 * 4 and overlay.shape[0] > 2 * 64
     card = (output / "README.md").read_text()
     assert f"| pq | {trained['metrics']['pq']:.2f} |" in card and "AdamW" in card and "sky (stuff)" in card
@@ -218,7 +249,7 @@ def test_instance_and_semantic_scripts_train_and_evaluate(synthetic_dir, tmp_pat
     assert metric_keys <= set(result["metrics"])
     assert all(0 <= result["metrics"][key] <= 100 for key in metric_keys)
     assert len(result["losses"]) == 3 and all(np.isfinite(result["losses"]))
-    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / st.OVERLAY_FILE).is_file() == (task != "instance")
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / reporting.OVERLAY_FILE).is_file() == (task != "instance")
     if task == "semantic":
         config = json.loads((tmp_path / "config.json").read_text())
         assert len(config["id2label"]) == 7 and config["id2label"]["0"] == "circle"
@@ -235,8 +266,8 @@ def test_model_name_or_path_loads_a_transformers_checkpoint_for_a_new_label_set(
     ))
     reference.save_pretrained(tmp_path / "checkpoint")
     args = st.parse_args("panoptic", ["--model_name_or_path", str(tmp_path / "checkpoint")])
-    labels = st.LabelSet.from_categories([{"id": 10 + k, "name": f"c{k}", "isthing": 1} for k in range(6)], "test")
-    model, processor = st.build_model_and_processor(args, labels)
+    labels = task_common.LabelSet.from_categories([{"id": 10 + k, "name": f"c{k}", "isthing": 1} for k in range(6)], "test")
+    model, processor = task_common.get_task("panoptic").build_model_and_processor(args, labels)
     assert model.config.num_labels == 6 and model.config.id2label[5] == "c5"
     assert model.class_predictor.out_features == 7  # re-initialised for the new label set
     ours, theirs = model.state_dict(), reference.state_dict()
@@ -255,6 +286,32 @@ def _copy_dataset(source: Path, target: Path) -> Path:
 
     shutil.copytree(source, target)
     return target
+
+
+def test_fine_tuning_a_saved_model_on_a_label_set_of_another_size(synthetic_dir, tmp_path):
+    """Issue 16 item 1: save a model for 3 labels, fine-tune it with the training example on the 7 labels of the
+    synthetic data: the loss is finite and the class weights of the loss are those of a fresh 7-label model."""
+    from hf_maskformer_series import SeriesMask2FormerConfig, SeriesMask2FormerForUniversalSegmentation
+    from hf_maskformer_series.presets import preset_config_kwargs
+
+    config = SeriesMask2FormerConfig(**preset_config_kwargs("tiny", {0: "a", 1: "b", 2: "c"}, num_queries=8,
+                                                            train_num_points=256))
+    SeriesMask2FormerForUniversalSegmentation(config).save_pretrained(tmp_path / "three_labels")
+    seen = {}
+
+    def record_weights(model):
+        seen["empty_weight"] = model.criterion.empty_weight.clone()
+
+    result = st.train(_args("panoptic", synthetic_dir, tmp_path / "fine_tuned", "--model_name_or_path",
+                            str(tmp_path / "three_labels"), "--max_train_steps", "3", "--num_overlay_images", "0"),
+                      model_hook=record_weights)
+    expected = torch.ones(8)
+    expected[-1] = config.no_object_weight
+    torch.testing.assert_close(seen["empty_weight"], expected, rtol=0, atol=0)
+    assert len(result["losses"]) == 3 and all(np.isfinite(result["losses"])) and max(result["losses"]) < 1e3
+    saved = SeriesMask2FormerForUniversalSegmentation.from_pretrained(tmp_path / "fine_tuned")
+    assert saved.config.num_labels == 7
+    torch.testing.assert_close(saved.criterion.empty_weight, expected, rtol=0, atol=0)
 
 
 def test_bad_data_errors_name_the_file(synthetic_dir, tmp_path):
@@ -298,6 +355,21 @@ def test_hub_dataset_offline_gives_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ConnectionError, match="Cannot reach the Hugging Face Hub"):
         st.train(st.parse_args("panoptic", ["--dataset_name", "someone/coco-panoptic", "--output_dir",
                                             str(tmp_path)]))
+
+
+def test_hub_model_id_offline_fails_at_once_in_one_line(synthetic_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: as good as offline
+    with pytest.raises(SystemExit) as raised:
+        st.main("panoptic", ["--data_dir", str(synthetic_dir), "--output_dir", str(tmp_path), *TINY_ARGS,
+                             "--model_name_or_path", "someone/mask2former-model"])
+    message = str(raised.value)
+    assert message.startswith("error: --model_name_or_path someone/mask2former-model: no such folder, and the "
+                              "Hugging Face Hub cannot be reached") and "\n" not in message
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SystemExit, match="HF_HUB_OFFLINE is set but the model is not in the local cache"):
+        st.main("panoptic", ["--data_dir", str(synthetic_dir), "--output_dir", str(tmp_path), *TINY_ARGS,
+                             "--model_name_or_path", "someone/mask2former-model"])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -350,7 +422,7 @@ def test_two_processes_give_the_single_process_loss(tmp_path, monkeypatch):
         env=environment, capture_output=True, text=True, timeout=240,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    log = [json.loads(line) for line in (tmp_path / "two" / st.LOG_FILE).read_text().splitlines()]
+    log = [json.loads(line) for line in (tmp_path / "two" / reporting.LOG_FILE).read_text().splitlines()]
     two = [r["loss"] for r in log if "loss" in r]
     assert len(two) == 3
     np.testing.assert_allclose(two, single, rtol=1e-4)
