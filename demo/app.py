@@ -22,7 +22,6 @@ import html
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 import numpy as np
