@@ -163,7 +163,7 @@ def colour(index: int) -> np.ndarray:
     return PALETTE[index % len(PALETTE)]
 
 
-def overlay(image: Image.Image, masks: list[np.ndarray], alpha: float = 0.55) -> Image.Image:
+def overlay(image: Image.Image, masks: list[np.ndarray], alpha: float = 0.6) -> Image.Image:
     """The image with mask `k` (`[H, W]` bool) filled with `colour(k)` at `alpha` and outlined; where masks
     overlap (instances, tracks) the first, highest-scored one is drawn on top."""
     canvas = np.asarray(image.convert("RGB")).astype(np.float32)

@@ -18,7 +18,7 @@ from hf_maskformer_series.data.synthetic import SyntheticPanopticConfig, render_
 from hf_maskformer_series.data.synthetic_video import SyntheticVideoConfig, render_video
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
-IMAGE_INDEX = 1
+IMAGE_INDEX = 11
 VIDEO_INDEX = 5
 VIDEO_FPS = 4
 

@@ -10,6 +10,7 @@ Skipped only when Chromium or its driver is missing (`.ci/run` installs Debian's
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -34,19 +35,17 @@ EXAMPLE_IMAGE = ROOT / "demo" / "examples" / "shapes.png"
 EXAMPLE_VIDEO = ROOT / "demo" / "examples" / "shapes.mp4"
 ARTIFACTS = ROOT / "outputs" / "test_artifacts"
 LABELS = {0: "circle", 1: "square", 2: "triangle", 3: "cross"}
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 WINDOW = 4  # the video tab's `window`, set in the browser (the bundled video has 10 frames: three clips)
 
+_spec = importlib.util.spec_from_file_location("demo_browser", ROOT / "demo" / "browser.py")
+browser_steps = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(browser_steps)
+
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+    pytest.mark.skipif(None in browser_steps.chromium_paths(),
                        reason="needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"),
     pytest.mark.timeout(300),
 ]
-webdriver = pytest.importorskip("selenium.webdriver")
-pytest.importorskip("gradio")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -109,32 +108,11 @@ def server(model_folders, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,1200"):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
+    driver = browser_steps.headless_chromium()
     try:
         yield driver
     finally:
         driver.quit()
-
-
-def _set_slider(driver, elem_id: str, value: float) -> None:
-    """Type `value` into the number box of the slider `elem_id` (what a user does) and commit it."""
-    box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input[type=number]")
-    box.clear()
-    box.send_keys(str(value))
-    driver.execute_script("arguments[0].dispatchEvent(new Event('change', {bubbles: true}));"
-                          "arguments[0].blur();", box)
-
-
-def _legend(driver, elem_id: str) -> list[tuple[str, str]]:
-    items = driver.find_elements(By.CSS_SELECTOR, f"#{elem_id} .seg-item")
-    return [(item.find_element(By.CLASS_NAME, "seg-label").text, item.find_element(By.CLASS_NAME, "seg-score").text)
-            for item in items]
 
 
 def _screenshot(driver, tmp_path: Path, name: str) -> None:
@@ -143,25 +121,9 @@ def _screenshot(driver, tmp_path: Path, name: str) -> None:
     shutil.copyfile(tmp_path / name, ARTIFACTS / name)
 
 
-def _open_tab(driver, url: str, title: str) -> WebDriverWait:
-    driver.get(url)
-    wait = WebDriverWait(driver, 120, poll_frequency=0.25)
-    tab = wait.until(lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
-                                     if b.text.strip() == title), None))
-    tab.click()
-    return wait
-
-
 def test_image_tab_shows_the_pipeline_segments(server, browser, model_folders, tmp_path):
-    wait = _open_tab(browser, server, "Image")
-    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#input-image input[type=file]"))
-    browser.find_element(By.CSS_SELECTOR, "#input-image input[type=file]").send_keys(str(EXAMPLE_IMAGE))
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-image img"))
-    _set_slider(browser, "threshold", 0)  # a random tiny model is never confident: keep every segment
-    browser.find_element(By.CSS_SELECTOR, "#image-run").click()
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#image-legend .seg-legend"))
-    overlay = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#image-overlay img"))
-    wait.until(lambda d: d.execute_script("return arguments[0].complete && arguments[0].naturalWidth", overlay))
+    # threshold 0: a random tiny model is never confident, keep every segment
+    overlay = browser_steps.segment_image(browser, server, EXAMPLE_IMAGE, "panoptic", threshold=0)
     _screenshot(browser, tmp_path, "demo_image_tab.png")
 
     image = Image.open(EXAMPLE_IMAGE).convert("RGB")
@@ -170,27 +132,22 @@ def test_image_tab_shows_the_pipeline_segments(server, browser, model_folders, t
     segments = pipeline("image-segmentation", model=str(model_folders[0]))(
         image, subtask="panoptic", threshold=0.0, mask_threshold=0.5, overlap_mask_area_threshold=0.8)
     assert segments, "the tiny model should give segments at threshold 0"
-    assert _legend(browser, "image-legend") == [(s["label"], f"{s['score']:.3f}") for s in segments]
-    rows = browser.find_elements(By.CSS_SELECTOR, "#image-segments tbody tr")
-    assert len(rows) == len(segments)
+    assert browser_steps.legend(browser, "image-legend") == [(s["label"], f"{s['score']:.3f}") for s in segments]
+    expected_rows = [[str(k + 1), s["label"], f"{s['score']:.3f}"] for k, s in enumerate(segments)]
+    browser_steps.WebDriverWait(browser, 30).until(
+        lambda d: [row[:3] for row in browser_steps.table_rows(d, "image-segments")] == expected_rows)
 
 
 def test_video_tab_shows_the_pipeline_tracks(server, browser, model_folders, tmp_path):
-    wait = _open_tab(browser, server, "Video")
-    upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#input-video input[type=file]"))
-    upload.send_keys(str(EXAMPLE_VIDEO))
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#input-video video"))
-    _set_slider(browser, "window", WINDOW)
-    _set_slider(browser, "video-threshold", 0)
-    browser.find_element(By.CSS_SELECTOR, "#video-run").click()
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#video-legend .seg-legend"))
     frames = list(read_video_frames(EXAMPLE_VIDEO))
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#video-frames img")) >= len(frames))
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#video-overlay video"))
+    browser_steps.track_video(browser, server, EXAMPLE_VIDEO, len(frames), window=WINDOW, threshold=0)
     _screenshot(browser, tmp_path, "demo_video_tab.png")
 
     tracks = pipeline("video-instance-segmentation", model=str(model_folders[1]))(
         frames, window=WINDOW, threshold=0.0, mask_threshold=0.5)
     assert tracks
-    assert _legend(browser, "video-legend") == [(t["label"], f"{t['score']:.3f}") for t in tracks]
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#video-frames img")) == len(frames)
+    assert browser_steps.legend(browser, "video-legend") == [(t["label"], f"{t['score']:.3f}") for t in tracks]
+    assert len(browser.find_elements(browser_steps.By.CSS_SELECTOR, "#video-frames img")) == len(frames)
+    expected_rows = [[str(k + 1), t["label"], f"{t['score']:.3f}"] for k, t in enumerate(tracks)]
+    browser_steps.WebDriverWait(browser, 30).until(
+        lambda d: [row[:3] for row in browser_steps.table_rows(d, "video-tracks")] == expected_rows)
