@@ -4,8 +4,8 @@ The app runs in a subprocess on a free local port with tiny random models saved 
 uploads the bundled example image, runs panoptic segmentation and checks that the overlay appears and that the
 legend lists exactly the segments the same pipeline returns for that image; then the same for the video tab with
 the bundled example video. Screenshots are written to `outputs/test_artifacts/` (and the test's tmp folder).
-Skipped only when Chromium or its driver is missing (`.ci/run` installs Debian's `chromium` and
-`chromium-driver`).
+The browser tests are skipped only when Chromium or its driver is missing (`.ci/run` installs Debian's `chromium`
+and `chromium-driver`). The model choice (folder, Hub id, offline fallback) is also tested without a browser.
 """
 
 from __future__ import annotations
@@ -41,11 +41,16 @@ _spec = importlib.util.spec_from_file_location("demo_browser", ROOT / "demo" / "
 browser_steps = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(browser_steps)
 
-pytestmark = [
-    pytest.mark.skipif(None in browser_steps.chromium_paths(),
-                       reason="needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)"),
-    pytest.mark.timeout(300),
-]
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def app():
+    """`demo/app.py` imported as a module (for its model-choice functions)."""
+    spec = importlib.util.spec_from_file_location("demo_app", APP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +113,40 @@ def server(model_folders, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
+    if None in browser_steps.chromium_paths():
+        pytest.skip("needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
     driver = browser_steps.headless_chromium()
     try:
         yield driver
     finally:
         driver.quit()
+
+
+def test_model_choice_fails_fast_with_one_line(app, monkeypatch, tmp_path):
+    from huggingface_hub import HfApi, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(app.ModelUnavailable, match="not in the local Hub cache and HF_HUB_OFFLINE") as offline:
+        app.resolve_model("someone/a-model-nobody-cached")
+    with pytest.raises(app.ModelUnavailable, match="no model folder at ./missing"):
+        app.resolve_model("./missing")
+    assert app.resolve_model(f" {tmp_path} ") == str(tmp_path)
+
+    def unreachable(*args, **kwargs):
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(HfApi, "model_info", unreachable)
+    with pytest.raises(app.ModelUnavailable, match="cannot reach the Hugging Face Hub") as no_network:
+        app.resolve_model("someone/a-model-nobody-cached")
+    assert "\n" not in str(offline.value) and "\n" not in str(no_network.value)
+
+    # offline, the default image model is the main job's trained model when there is one, else a clear message
+    monkeypatch.setattr(app, "TRAINED_IMAGE_MODEL", tmp_path)
+    assert app.default_image_model() == str(tmp_path)
+    monkeypatch.setattr(app, "TRAINED_IMAGE_MODEL", tmp_path / "missing")
+    with pytest.raises(app.ModelUnavailable, match="train_panoptic.py"):
+        app.default_image_model()
 
 
 def _screenshot(driver, tmp_path: Path, name: str) -> None:
@@ -151,3 +185,14 @@ def test_video_tab_shows_the_pipeline_tracks(server, browser, model_folders, tmp
     expected_rows = [[str(k + 1), t["label"], f"{t['score']:.3f}"] for k, t in enumerate(tracks)]
     browser_steps.WebDriverWait(browser, 30).until(
         lambda d: [row[:3] for row in browser_steps.table_rows(d, "video-tracks")] == expected_rows)
+
+
+def test_an_uncached_hub_id_offline_gives_a_one_line_status(server, browser):
+    wait = browser_steps.open_tab(browser, server, "Image")
+    box = browser.find_element(browser_steps.By.CSS_SELECTOR, "#image-model textarea, #image-model input")
+    box.clear()
+    box.send_keys("someone/a-model-nobody-cached")
+    browser.find_element(browser_steps.By.CSS_SELECTOR, "#image-load").click()
+    status = wait.until(lambda d: "not loaded" in (text := d.find_element(
+        browser_steps.By.ID, "image-model-status").text) and text)
+    assert "not in the local Hub cache" in status and "\n" not in status.strip()
