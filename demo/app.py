@@ -108,20 +108,25 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def _shown_path(path: Path) -> str:
+    """`path` relative to the working directory when it is below it (shorter in the textbox), else absolute."""
+    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def default_image_model() -> str:
     """`DEFAULT_HUB_MODEL` when it can be loaded, else (offline) the main job's trained model if present."""
     try:
         return resolve_model(DEFAULT_HUB_MODEL)
     except ModelUnavailable as error:
         if TRAINED_IMAGE_MODEL.is_dir():
-            return str(TRAINED_IMAGE_MODEL)
+            return _shown_path(TRAINED_IMAGE_MODEL)
         raise ModelUnavailable(f"{error}; no trained model at {TRAINED_IMAGE_MODEL} either (train one with "
                                "`accelerate launch examples/train_panoptic.py`)") from error
 
 
 def default_video_model() -> str:
     if TRAINED_VIDEO_MODEL.is_dir():
-        return str(TRAINED_VIDEO_MODEL)
+        return _shown_path(TRAINED_VIDEO_MODEL)
     raise ModelUnavailable("no video model: pass --video-model (a folder or Hub id) or train one with "
                            "`accelerate launch examples/train_video.py`")
 
@@ -163,15 +168,15 @@ def colour(index: int) -> np.ndarray:
     return PALETTE[index % len(PALETTE)]
 
 
-def overlay(image: Image.Image, masks: list[np.ndarray], alpha: float = 0.6) -> Image.Image:
-    """The image with mask `k` (`[H, W]` bool) filled with `colour(k)` at `alpha` and outlined; where masks
-    overlap (instances, tracks) the first, highest-scored one is drawn on top."""
+def overlay(image: Image.Image, masks: list[np.ndarray], alpha: float = 0.7) -> Image.Image:
+    """The image with mask `k` (`[H, W]` bool) filled with `colour(k)` at `alpha` and outlined in a darker shade;
+    where masks overlap (instances, tracks) the first, highest-scored one is drawn on top."""
     canvas = np.asarray(image.convert("RGB")).astype(np.float32)
     for index, mask in reversed(list(enumerate(masks))):
         canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colour(index)
         padded = np.pad(mask, 1, mode="edge")
         interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-        canvas[mask & ~interior] = colour(index)
+        canvas[mask & ~interior] = 0.6 * colour(index)
     return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
 
 

@@ -143,7 +143,7 @@ def test_model_choice_fails_fast_with_one_line(app, monkeypatch, tmp_path):
 
     # offline, the default image model is the main job's trained model when there is one, else a clear message
     monkeypatch.setattr(app, "TRAINED_IMAGE_MODEL", tmp_path)
-    assert app.default_image_model() == str(tmp_path)
+    assert Path(app.default_image_model()).resolve() == tmp_path.resolve()
     monkeypatch.setattr(app, "TRAINED_IMAGE_MODEL", tmp_path / "missing")
     with pytest.raises(app.ModelUnavailable, match="train_panoptic.py"):
         app.default_image_model()
