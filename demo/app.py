@@ -320,7 +320,7 @@ def build_demo(image_model: str, video_model: str, image_status: str | None = No
                     image_run = gr.Button("Segment", variant="primary", elem_id="image-run")
                 with gr.Column():
                     image_out = gr.Image(type="pil", label="Segmentation", height=360, interactive=False,
-                                         elem_id="image-overlay")
+                                         format="png", elem_id="image-overlay")
                     image_legend = gr.HTML(elem_id="image-legend")
                     image_table = gr.Dataframe(headers=["#", "label", "score", "pixels", "colour"],
                                                label="Segments", interactive=False, elem_id="image-segments")
@@ -348,7 +348,8 @@ def build_demo(image_model: str, video_model: str, image_status: str | None = No
                 with gr.Column():
                     video_out = gr.Video(label="Tracks", height=300, interactive=False, elem_id="video-overlay")
                     video_legend = gr.HTML(elem_id="video-legend")
-                    video_gallery = gr.Gallery(label="Frames", columns=6, height=240, elem_id="video-frames")
+                    video_gallery = gr.Gallery(label="Frames", columns=6, height=240, format="png",
+                                               elem_id="video-frames")
                     video_table = gr.Dataframe(headers=["#", "label", "score", "frames", "colour"], label="Tracks",
                                                interactive=False, elem_id="video-tracks")
 
