@@ -76,9 +76,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(model_folders, tmp_path_factory):
-    """`python demo/app.py` on a free port; yields its URL and stops it afterwards."""
+@pytest.fixture(scope="module", autouse=True)
+def started_server(model_folders, tmp_path_factory):
+    """`python demo/app.py` on a free port, started with the module's first test (it boots while the tests without
+    a browser run); yields (process, URL, log path), or None without a browser to drive it, and stops it."""
+    if None in browser_steps.chromium_paths():
+        yield None
+        return
     image_folder, video_folder = model_folders
     port = _free_port()
     log_path = tmp_path_factory.mktemp("demo_server") / "server.log"
@@ -88,20 +92,8 @@ def server(model_folders, tmp_path_factory):
                "--host", "127.0.0.1", "--port", str(port)]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the demo exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the demo did not answer on {url}:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
-        yield url
+        yield process, f"http://127.0.0.1:{port}/", log_path
     finally:
         process.terminate()
         try:
@@ -109,6 +101,25 @@ def server(model_folders, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(started_server):
+    """The URL of the started demo, once it answers."""
+    if started_server is None:
+        pytest.skip("needs Chromium and chromedriver (Debian: apt-get install chromium chromium-driver)")
+    process, url, log_path = started_server
+    deadline = time.monotonic() + 180
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the demo exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return url
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"the demo did not answer on {url}:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
