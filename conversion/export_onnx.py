@@ -109,7 +109,7 @@ def load_series_model(folder: str | os.PathLike) -> nn.Module:
             f"({', '.join(sorted(MODEL_CLASSES))}); convert other checkpoints with conversion/convert_transformers.py "
             "or conversion/convert_original.py first"
         )
-    return MODEL_CLASSES[model_type].from_pretrained(folder, use_kernels=False).eval()
+    return MODEL_CLASSES[model_type].from_pretrained(folder).eval()
 
 
 def _is_video(model: nn.Module) -> bool:
