@@ -58,10 +58,10 @@ def _check_inputs(
             f"spatial_shapes_list has {len(spatial_shapes_list)} levels, sampling_locations has "
             f"{sampling_locations.shape[3]}"
         )
-    if sum(int(h) * int(w) for h, w in spatial_shapes_list) != sequence:
+    positions = sum(h * w for h, w in spatial_shapes_list)  # no int(): it would freeze symbolic (exported) sizes
+    if positions != sequence:
         raise ValueError(
-            f"value has {sequence} positions, but the spatial shapes {list(spatial_shapes_list)} add up to "
-            f"{sum(int(h) * int(w) for h, w in spatial_shapes_list)}"
+            f"value has {sequence} positions, but the spatial shapes {list(spatial_shapes_list)} add up to {positions}"
         )
 
 
@@ -155,8 +155,9 @@ def _sampling_plan(
     sampling_locations, attention_weights = sampling_locations.contiguous(), attention_weights.contiguous()
     num_rows = batch * geometry.rows_per_batch
     # table rows as floats stay exact below 2**24 in float32
-    index_dtype = dtype if num_rows < 2**24 or dtype == torch.float64 else torch.float64
-    if num_rows >= 2**53:
+    symbolic = isinstance(num_rows, torch.SymInt)  # exported with dynamic sizes: no size-dependent choices
+    index_dtype = dtype if (not symbolic and num_rows < 2**24) or dtype == torch.float64 else torch.float64
+    if not symbolic and num_rows >= 2**53:
         raise ValueError(f"the value table has {num_rows} rows, too many to index")
 
     # pixel coordinates (x, y) = location * size - 0.5, clamped into the padded map (NaN -> -1: zero padding)
@@ -182,7 +183,7 @@ def _sampling_plan(
     constant = (bases + batch_head).expand(batch, 1, heads, levels, points).contiguous()
     corner = corner.to(index_dtype)
     rows = torch.addcmul(corner[..., 0] * heads, corner[..., 1], row_strides.contiguous()) + constant
-    rows = rows.to(torch.int32 if num_rows < 2**31 else torch.int64).view(batch * queries * heads, levels * points)
+    rows = rows.to(torch.int32 if not symbolic and num_rows < 2**31 else torch.int64).view(batch * queries * heads, levels * points)
     corner_offsets = torch.tensor([c for _, _, c in geometry.level_rows], dtype=rows.dtype, device=device)
     corner_offsets = corner_offsets.view(levels, 1, 4).expand(levels, points, 4).reshape(levels * points, 4)
 
@@ -320,6 +321,11 @@ def attention_weights_softmax(logits: torch.Tensor) -> torch.Tensor:
     return weights / weights.sum(-1, keepdim=True)
 
 
+def _size(value) -> int:
+    """A Python int, except a `torch.SymInt` (export with dynamic sizes), which `int()` would freeze."""
+    return value if isinstance(value, torch.SymInt) else int(value)
+
+
 def multi_scale_deformable_attention(
     value: torch.Tensor,
     spatial_shapes_list: list[tuple[int, int]],
@@ -341,7 +347,7 @@ def multi_scale_deformable_attention(
         `[batch, queries, heads * head_dim]`.
     """
     _check_inputs(value, spatial_shapes_list, sampling_locations, attention_weights)
-    shapes = tuple((int(h), int(w)) for h, w in spatial_shapes_list)
+    shapes = tuple((_size(h), _size(w)) for h, w in spatial_shapes_list)
     batch, _, heads, head_dim = value.shape
     queries = sampling_locations.shape[1]
     compute_dtype = torch.promote_types(

@@ -54,9 +54,11 @@ class SinePositionEmbedding(nn.Module):
 
     def encode(self, height: int, width: int, device, dtype) -> torch.Tensor:
         """The encoding of a `height × width` map: `[1, 2 * num_pos_feats, height, width]`."""
+        # symbolic sizes (torch.export with dynamic shapes) are not hashable, and must not be cached anyway
+        cacheable = not torch.compiler.is_compiling() and not isinstance(height * width, torch.SymInt)
         key = (height, width, str(device), dtype)
-        cached = self._cache.get(key)
-        if cached is not None and not torch.compiler.is_compiling():
+        cached = self._cache.get(key) if cacheable else None
+        if cached is not None:
             return cached
         frequencies = self._frequencies(self.num_pos_feats, device)
         pos_y = _interleave_sin_cos(self._axis_positions(height, device)[:, None] / frequencies)  # [H, F]
@@ -65,7 +67,7 @@ class SinePositionEmbedding(nn.Module):
             (pos_y[:, None, :].expand(height, width, -1), pos_x[None, :, :].expand(height, width, -1)), dim=-1
         )
         encoding = encoding.permute(2, 0, 1).unsqueeze(0).to(dtype)
-        if not torch.compiler.is_compiling():
+        if cacheable:
             self._cache = {key: encoding}
         return encoding
 
