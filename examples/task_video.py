@@ -43,11 +43,12 @@ from hf_maskformer_series.data.youtube_vis import (
     load_youtube_vis,
     read_youtube_vis_categories,
     sample_clip_indices,
+    youtube_vis_results,
 )
 from hf_maskformer_series.metrics.video_ap.video_ap_core import compute_video_ap
 from hf_maskformer_series.modeling_video_mask2former import SeriesVideoMask2FormerForVideoInstanceSegmentation
 from hf_maskformer_series.presets import preset_config_kwargs
-from hf_maskformer_series.video_processing import SeriesVideoMask2FormerVideoProcessor, youtube_vis_results
+from hf_maskformer_series.video_processing import SeriesVideoMask2FormerVideoProcessor
 from hf_maskformer_series.video_tracking import windowed_video_inference
 
 DEFAULT_SYNTHETIC_VIDEO_DIR = Path("data") / "synthetic_youtube_vis"
