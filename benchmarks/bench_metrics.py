@@ -29,7 +29,7 @@ on other cases); the two PQ versions gave identical reports. Of the hotcoco step
 small part (0.25 s of the step for 300 images); the rest is building the RLE annotations in Python. For 300
 images, pycocotools alone took 10.0 s wall, hotcoco 0.28 s, faster-coco-eval 2.9 s. Video AP (YouTube-VIS 2019
 valid size: 302 videos of 27 720x1280 frames, 10 predicted tracks each) is our own (no library computes it):
-about 3 s for 302 videos (0.21 s for 20).
+0.21 s wall for 20 videos (about 3 s extrapolated to 302; not measured at full size).
 """
 
 from __future__ import annotations
