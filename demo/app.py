@@ -291,6 +291,17 @@ def segment_video(model_name: str, video_path: str | None, frame_files: list[str
 # interface
 
 
+def _model_picker(task: str, name: str, status: str | None, label: str, prefix: str) -> gr.Textbox:
+    """The model textbox, its *Load model* button and the status line (ids `<prefix>-model`, `<prefix>-load`,
+    `<prefix>-model-status`); returns the textbox."""
+    with gr.Row():
+        box = gr.Textbox(name, label=f"{label} (local folder or Hub id)", scale=4, elem_id=f"{prefix}-model")
+        load = gr.Button("Load model", scale=1, elem_id=f"{prefix}-load")
+    status_line = gr.Markdown(status or describe(task, name), elem_id=f"{prefix}-model-status")
+    load.click(functools.partial(describe, task), [box], [status_line])
+    return box
+
+
 def build_demo(image_model: str, video_model: str, image_status: str | None = None,
                video_status: str | None = None) -> gr.Blocks:
     """The Gradio app; `*_status` replaces the loaded-model line (e.g. a message saying no model was found)."""
@@ -298,12 +309,7 @@ def build_demo(image_model: str, video_model: str, image_status: str | None = No
         gr.Markdown("# MaskFormer · Mask2Former · video Mask2Former\nSegment an image (panoptic, instance or "
                     "semantic) or track instances through a video with any checkpoint of the three families.")
         with gr.Tab("Image", id="image-tab"):
-            with gr.Row():
-                image_model_box = gr.Textbox(image_model, label="Model (local folder or Hub id)", scale=4,
-                                             elem_id="image-model")
-                image_load = gr.Button("Load model", scale=1, elem_id="image-load")
-            image_status_box = gr.Markdown(image_status or describe(IMAGE_TASK, image_model),
-                                           elem_id="image-model-status")
+            image_model_box = _model_picker(IMAGE_TASK, image_model, image_status, "Model", "image")
             with gr.Row():
                 with gr.Column():
                     image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], height=360,
@@ -325,12 +331,7 @@ def build_demo(image_model: str, video_model: str, image_status: str | None = No
                     image_table = gr.Dataframe(headers=["#", "label", "score", "pixels", "colour"],
                                                label="Segments", interactive=False, elem_id="image-segments")
         with gr.Tab("Video", id="video-tab"):
-            with gr.Row():
-                video_model_box = gr.Textbox(video_model, label="Video model (local folder or Hub id)", scale=4,
-                                             elem_id="video-model")
-                video_load = gr.Button("Load model", scale=1, elem_id="video-load")
-            video_status_box = gr.Markdown(video_status or describe(VIDEO_TASK, video_model),
-                                           elem_id="video-model-status")
+            video_model_box = _model_picker(VIDEO_TASK, video_model, video_status, "Video model", "video")
             with gr.Row():
                 with gr.Column():
                     video = gr.Video(label="Short video", sources=["upload"], height=300, elem_id="input-video")
@@ -353,8 +354,6 @@ def build_demo(image_model: str, video_model: str, image_status: str | None = No
                     video_table = gr.Dataframe(headers=["#", "label", "score", "frames", "colour"], label="Tracks",
                                                interactive=False, elem_id="video-tracks")
 
-        image_load.click(functools.partial(describe, IMAGE_TASK), [image_model_box], [image_status_box])
-        video_load.click(functools.partial(describe, VIDEO_TASK), [video_model_box], [video_status_box])
         image_run.click(segment_image, [image_model_box, image, subtask, threshold, mask_threshold, overlap],
                         [image_out, image_legend, image_table])
         video_run.click(segment_video, [video_model_box, video, frames, window, video_threshold,
