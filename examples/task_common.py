@@ -43,6 +43,7 @@ except ImportError:  # running from a source checkout without `pip install -e .`
 from hf_maskformer_series.configuration_mask2former import SeriesMask2FormerConfig
 from hf_maskformer_series.data.coco_panoptic import read_json
 from hf_maskformer_series.data.hub import hub_is_reachable, load_hub_dataset
+from hf_maskformer_series.data.hub_layouts import prepare_hub_dataset
 from hf_maskformer_series.data.synthetic import SyntheticPanopticConfig, generate_synthetic_panoptic
 from hf_maskformer_series.image_processing import SeriesMask2FormerImageProcessor, encode_segmentation_targets
 from hf_maskformer_series.modeling_mask2former import SeriesMask2FormerForUniversalSegmentation
@@ -254,6 +255,7 @@ class Task:
                     dataset = dataset.select(range(min(limits[split], len(dataset))))
                 if len(dataset) == 0:
                     raise ValueError(f"Split '{split}' of {dataset_name} is empty.")
+                dataset = prepare_hub_dataset(dataset, self.name, dataset_name)  # any known Hub layout
                 require_columns(dataset, self.hub_columns, dataset_name)
                 loaded.append(dataset)
             labels = self.read_categories(None, args, dataset=loaded[0])

@@ -25,6 +25,7 @@ from hf_maskformer_series.data.coco_instance import (
     load_coco_instances,
 )
 from hf_maskformer_series.data.coco_panoptic import read_json
+from hf_maskformer_series.data.hub_layouts import hub_categories
 from hf_maskformer_series.metrics.mask_ap.mask_ap_core import compute_mask_ap
 
 MASK_AP_NAMES = {"map": "AP", "map_50": "AP50", "map_75": "AP75", "map_small": "APs", "map_medium": "APm",
@@ -80,8 +81,10 @@ class InstanceTask(ImageTask):
             categories = read_categories_file(args.categories_file)
         elif data_dir is not None:
             categories = read_json(find_coco_instance_paths(Path(data_dir), args.train_split)[0])["categories"]
+        elif dataset is not None and (declared := hub_categories(dataset, "instance")) is not None:
+            categories = declared
         else:
-            raise ValueError("A Hub instance dataset needs --categories_file (a COCO 'categories' list).")
+            raise ValueError("A Hub instance dataset declares no categories: give --categories_file (a COCO 'categories' list).")
         return LabelSet.from_categories([{**c, "isthing": 1} for c in categories],
                                         str(data_dir or args.categories_file))
 

@@ -28,6 +28,7 @@ from hf_maskformer_series.data.coco_panoptic import (
     panoptic_to_segment_map,
     read_panoptic_categories,
 )
+from hf_maskformer_series.data.hub_layouts import hub_categories
 from hf_maskformer_series.data.masks import id_to_rgb, rgb_to_id
 from hf_maskformer_series.metrics.panoptic_quality.pq_core import PanopticQualityAccumulator
 
@@ -75,8 +76,10 @@ class PanopticTask(ImageTask):
             categories = read_categories_file(args.categories_file)
         elif data_dir is not None:
             categories = read_panoptic_categories(data_dir, args.train_split)
+        elif dataset is not None and (declared := hub_categories(dataset, "panoptic")) is not None:
+            categories = declared
         else:
-            raise ValueError("A Hub panoptic dataset needs --categories_file (a COCO 'categories' list).")
+            raise ValueError("A Hub panoptic dataset declares no categories: give --categories_file (a COCO 'categories' list).")
         categories = [{**c, "isthing": c.get("isthing", 0)} for c in categories]
         return LabelSet.from_categories(categories, str(data_dir or args.categories_file))
 

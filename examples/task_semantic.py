@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from task_common import ImageTask, LabelSet, Prediction, atomic_write_png, read_categories_file
 
+from hf_maskformer_series.data.hub_layouts import hub_categories
 from hf_maskformer_series.data.semantic import load_semantic_segmentation, read_label_map
 from hf_maskformer_series.metrics.mean_iou.miou_core import MeanIoUAccumulator
 
@@ -89,9 +90,8 @@ class SemanticTask(ImageTask):
             categories = read_categories_file(args.categories_file)
         elif data_dir is not None and (Path(data_dir) / "categories.json").is_file():
             categories = read_categories_file(str(Path(data_dir) / "categories.json"))
-        elif dataset is not None and getattr(dataset.features.get("annotation"), "num_classes", None):
-            categories = [{"id": k, "name": str(k)}
-                          for k in range(1, dataset.features["annotation"].num_classes + 1)]
+        elif dataset is not None and (declared := hub_categories(dataset, "semantic")) is not None:
+            categories = declared
         else:
             raise ValueError(f"No categories.json{f' in {data_dir}' if data_dir else ''}: give --categories_file "
                              "([{id, name}] for label values 1..K).")

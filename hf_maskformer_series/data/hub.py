@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 from urllib.parse import urlparse
 
 import datasets
@@ -33,6 +34,7 @@ def load_hub_dataset(name: str, split: str | None = None, *, config_name: str | 
                      probe_timeout: float = 3.0, **kwargs) -> datasets.Dataset | datasets.DatasetDict:
     """``datasets.load_dataset(name, config_name, split=split, **kwargs)`` with a fast, clear offline failure.
 
+    ``name`` may be a local folder (e.g. parquet files written by ``Dataset.to_parquet``), read without the Hub.
     With ``HF_HUB_OFFLINE=1`` / ``HF_DATASETS_OFFLINE=1`` only the local cache is used. Otherwise the Hub endpoint
     is probed first (``probe_timeout`` seconds), so a machine without network gets a ``ConnectionError`` at once
     instead of after ``datasets``' retries.
@@ -41,7 +43,8 @@ def load_hub_dataset(name: str, split: str | None = None, *, config_name: str | 
         "Use a local folder instead (e.g. --data_dir with a COCO-panoptic layout), omit the dataset name to use the "
         "embedded synthetic data, or, if the dataset is already in the cache, set HF_HUB_OFFLINE=1."
     )
-    if not _offline_requested() and not hub_is_reachable(probe_timeout):
+    is_local = Path(name).exists()  # a local folder or script: no Hub access needed
+    if not is_local and not _offline_requested() and not hub_is_reachable(probe_timeout):
         raise ConnectionError(f"Cannot reach the Hugging Face Hub to load dataset '{name}' (no network?). {advice}")
     try:
         return datasets.load_dataset(name, config_name, split=split, **kwargs)
