@@ -50,10 +50,6 @@ from hf_maskformer_series.modeling_mask2former import SeriesMask2FormerForUniver
 from hf_maskformer_series.presets import preset_config_kwargs
 
 DEFAULT_SYNTHETIC_DIR = Path("data") / "synthetic_panoptic"
-# The single switch of the lean training targets (COMMON.md contract 2): False = one binary mask per target
-# (``mask_labels[i]`` float ``[N_i, H, W]``); True = one integer segment map per image (``[H, W]``, value j = target
-# j, -1 = none), which the loss accepts once the targets helper's change is merged. Both give the same losses.
-LEAN_TARGETS = False
 CATEGORIES_FILE = "categories.json"  # the dataset categories of a trained model (label i = categories[i])
 TASK_MODULES = {"panoptic": "task_panoptic", "instance": "task_instance", "semantic": "task_semantic",
                 "video": "task_video"}
@@ -385,18 +381,6 @@ def augment(image: np.ndarray, segment_map: np.ndarray, rng: np.random.Generator
     return F.pad(image_t, pad), F.pad(map_t, pad), pixel_mask
 
 
-def segment_map_targets(segment_map: torch.Tensor, segment_to_label: dict[int, int]
-                        ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The lean form of the targets of ``encode_segmentation_targets`` (same targets, same order: the present
-    segment ids ascending, 0 = void excluded): ``(target_map [H, W] int64, -1 = no target; class_labels [N])``."""
-    values = torch.unique(segment_map)
-    values = values[values != 0]
-    lookup = torch.full((int(segment_map.max()) + 1,), -1, dtype=torch.int64)
-    lookup[values] = torch.arange(len(values))
-    classes = torch.tensor([segment_to_label[int(v)] for v in values], dtype=torch.int64)
-    return lookup[segment_map], classes
-
-
 class ImageTrainingDataset(torch.utils.data.Dataset):
     """Augmented training examples: ``dataset[(epoch, index)]`` -> dict of tensors (see ``augment``)."""
 
@@ -415,11 +399,10 @@ class ImageTrainingDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([args.seed, epoch, index])
         image_t, map_t, pixel_mask = augment(image, segment_map, rng, args.augmentation, args.crop_size,
                                              args.min_scale, args.max_scale, not args.no_flip)
-        if LEAN_TARGETS:
-            masks, classes = segment_map_targets(map_t, segment_to_label)
-        else:
-            masks, classes = encode_segmentation_targets(map_t, instance_id_to_semantic_id=segment_to_label or {0: 0},
-                                                         ignore_index=0)
+        # lean targets: one integer map per image (value j = target j, -1 = none) instead of N one-hot masks;
+        # the loss gives exactly the losses of the one-hot form
+        masks, classes = encode_segmentation_targets(map_t, instance_id_to_semantic_id=segment_to_label or {0: 0},
+                                                     ignore_index=0, return_segment_map=True)
         pixel_values = (image_t - self.mean) / self.std * pixel_mask
         return {"pixel_values": pixel_values, "pixel_mask": pixel_mask, "mask_labels": masks, "class_labels": classes}
 

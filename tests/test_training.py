@@ -30,6 +30,7 @@ import task_common  # noqa: E402
 
 from hf_maskformer_series.data.masks import id_to_rgb, rgb_to_id  # noqa: E402
 from hf_maskformer_series.data.synthetic import SyntheticPanopticConfig, generate_synthetic_panoptic  # noqa: E402
+from hf_maskformer_series.target_encoding import segment_map_to_one_hot  # noqa: E402
 
 # A model much smaller than the `tiny` preset and 64x64 images keep every run to seconds.
 TINY_ARGS = [
@@ -114,16 +115,19 @@ def test_augmentation_is_a_function_of_its_seed():
     assert set(np.unique(map_t[pixel_mask == 1].numpy())) <= set(range(7))
 
 
-def test_lean_targets_are_the_one_hot_targets_as_a_map():
-    segment_map = torch.tensor([[0, 3, 3], [7, 7, 0], [3, 9, 9]])
-    segment_to_label = {3: 1, 7: 0, 9: 4}
-    target_map, classes = task_common.segment_map_targets(segment_map, segment_to_label)
-    masks, one_hot_classes = task_common.encode_segmentation_targets(segment_map, segment_to_label, ignore_index=0)
+def test_training_examples_use_lean_targets_equal_to_the_one_hot_targets(synthetic_dir, tmp_path):
+    args = _args("panoptic", synthetic_dir, tmp_path / "out")
+    task = task_common.get_task("panoptic")
+    data = task.load_data(args, accelerator=None)
+    example = task_common.ImageTrainingDataset(task, data.train, data.labels, args, [0.5] * 3, [0.5] * 3)[(0, 0)]
+    target_map, classes = example["mask_labels"], example["class_labels"]
+    assert target_map.dim() == 2 and not target_map.is_floating_point()  # the lean form
+    image, segment_map, segment_to_label = task.row_to_segments(data.train[0], data.labels)
+    _, map_t, _ = task_common.augment(image, segment_map, np.random.default_rng([args.seed, 0, 0]), args.augmentation,
+                                      args.crop_size, args.min_scale, args.max_scale, not args.no_flip)
+    masks, one_hot_classes = task_common.encode_segmentation_targets(map_t, segment_to_label, ignore_index=0)
     torch.testing.assert_close(classes, one_hot_classes)
-    expected = torch.full_like(segment_map, -1)
-    for index, mask in enumerate(masks.bool()):
-        expected[mask] = index
-    torch.testing.assert_close(target_map, expected)
+    torch.testing.assert_close(segment_map_to_one_hot(target_map, len(classes)).float(), masks.float())
 
 
 # ----------------------------------------------------------------------------------------------------------------
