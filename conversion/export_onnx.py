@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,6 +226,26 @@ def _check_uniform_bags(program: torch.export.ExportedProgram) -> None:
             )
 
 
+def program_to_onnx(
+    program: torch.export.ExportedProgram, inputs: Sequence[str], outputs: Sequence[str], opset: int = DEFAULT_OPSET
+):
+    """`torch.onnx.export` of an exported program, with `embedding_bag` as `Gather` + `ReduceSum`.
+
+    Returns:
+        The `torch.onnx.ONNXProgram`.
+    """
+    _check_uniform_bags(program)
+    translations = {
+        torch.ops.aten._embedding_bag.default: embedding_bag_as_gather,
+        torch.ops.aten._embedding_bag_forward_only.default: embedding_bag_as_gather,
+        torch.ops.aten.embedding_bag.padding_idx: embedding_bag_as_gather,
+    }
+    return torch.onnx.export(
+        program, input_names=list(inputs), output_names=list(outputs), opset_version=opset, dynamo=True,
+        custom_translation_table=translations, verbose=False,
+    )
+
+
 def export_to_onnx(
     model: nn.Module,
     output_path: str | os.PathLike,
@@ -269,21 +290,7 @@ def export_to_onnx(
     finally:
         if previous_attention is not None:
             backbone_config._attn_implementation = previous_attention
-    _check_uniform_bags(program)
-    translations = {
-        torch.ops.aten._embedding_bag.default: embedding_bag_as_gather,
-        torch.ops.aten._embedding_bag_forward_only.default: embedding_bag_as_gather,
-        torch.ops.aten.embedding_bag.padding_idx: embedding_bag_as_gather,
-    }
-    onnx_program = torch.onnx.export(
-        program,
-        input_names=list(names),
-        output_names=list(OUTPUT_NAMES),
-        opset_version=opset,
-        dynamo=True,
-        custom_translation_table=translations,
-        verbose=False,
-    )
+    onnx_program = program_to_onnx(program, names, OUTPUT_NAMES, opset)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_path.parent) as scratch:
         scratch_file = Path(scratch) / output_path.name
