@@ -17,7 +17,7 @@ exporter freezes the spatial sizes, which enter the model as Python ints) has
   methods use to crop the padding.
 
 Batch, height, width (and frames) are dynamic unless fixed with the options; dynamic heights and widths must be
-multiples of 32 (what the processors produce with their default `size_divisor=32`). Deformable attention exports
+multiples of 32 (what the processors produce with their default `size_divisor=32`), at least 64. Deformable attention exports
 through its pure-PyTorch gather path (the Hub CUDA kernel is never used while exporting); its `embedding_bag` is
 translated to `Gather` + `ReduceSum` (`embedding_bag_as_gather`), not the generic `Loop` of ONNX Script.
 The exporter checks the graph with `onnx.checker` and writes the model's `config.json` and the processor config
@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,7 @@ VIDEO_MODEL_TYPE = hms.SeriesVideoMask2FormerConfig.model_type
 OUTPUT_NAMES = ("class_queries_logits", "masks_queries_logits", "image_sizes", "padded_image_size")
 SPATIAL_MULTIPLE = 32
 DEFAULT_OPSET = 18
+MIN_DYNAMIC_SIDE = 64  # the coarsest (stride 32) map is at least 2x2
 MAX_DYNAMIC_SIDE = 8192
 MAX_DYNAMIC_BATCH = 1024
 MAX_DYNAMIC_FRAMES = 1024
@@ -157,12 +159,14 @@ def example_inputs(model: nn.Module, shapes: ExportShapes, dtype: torch.dtype = 
 
 
 def dynamic_shapes(model: nn.Module, shapes: ExportShapes) -> dict:
-    """`torch.export` dynamic shapes of `(pixel_values, pixel_mask)` for the axes `shapes` leaves free."""
+    """`torch.export` dynamic shapes of the wrapper's `(pixel_values, pixel_mask)` for the axes `shapes` leaves free
+    (dynamic heights and widths: multiples of 32 from 64 to 8192)."""
     dim = torch.export.Dim
     batch = dim("batch", min=1, max=MAX_DYNAMIC_BATCH) if shapes.batch_size is None else None
     if shapes.height is None:
-        height = SPATIAL_MULTIPLE * dim("height_blocks", min=1, max=MAX_DYNAMIC_SIDE // SPATIAL_MULTIPLE)
-        width = SPATIAL_MULTIPLE * dim("width_blocks", min=1, max=MAX_DYNAMIC_SIDE // SPATIAL_MULTIPLE)
+        blocks = dict(min=MIN_DYNAMIC_SIDE // SPATIAL_MULTIPLE, max=MAX_DYNAMIC_SIDE // SPATIAL_MULTIPLE)
+        height = SPATIAL_MULTIPLE * dim("height_blocks", **blocks)
+        width = SPATIAL_MULTIPLE * dim("width_blocks", **blocks)
     else:
         height = width = None
     spatial = {1: height, 2: width}
@@ -222,6 +226,26 @@ def _check_uniform_bags(program: torch.export.ExportedProgram) -> None:
             )
 
 
+def program_to_onnx(
+    program: torch.export.ExportedProgram, inputs: Sequence[str], outputs: Sequence[str], opset: int = DEFAULT_OPSET
+):
+    """`torch.onnx.export` of an exported program, with `embedding_bag` as `Gather` + `ReduceSum`.
+
+    Returns:
+        The `torch.onnx.ONNXProgram`.
+    """
+    _check_uniform_bags(program)
+    translations = {
+        torch.ops.aten._embedding_bag.default: embedding_bag_as_gather,
+        torch.ops.aten._embedding_bag_forward_only.default: embedding_bag_as_gather,
+        torch.ops.aten.embedding_bag.padding_idx: embedding_bag_as_gather,
+    }
+    return torch.onnx.export(
+        program, input_names=list(inputs), output_names=list(outputs), opset_version=opset, dynamo=True,
+        custom_translation_table=translations, verbose=False,
+    )
+
+
 def export_to_onnx(
     model: nn.Module,
     output_path: str | os.PathLike,
@@ -262,27 +286,11 @@ def export_to_onnx(
     args = example_inputs(model, shapes, dtype)
     try:
         with torch.no_grad():
-            program = torch.export.export(
-                wrapper, args, dynamic_shapes=dict(zip(names, dynamic_shapes(model, shapes).values())), strict=False
-            )
+            program = torch.export.export(wrapper, args, dynamic_shapes=dynamic_shapes(model, shapes), strict=False)
     finally:
         if previous_attention is not None:
             backbone_config._attn_implementation = previous_attention
-    _check_uniform_bags(program)
-    translations = {
-        torch.ops.aten._embedding_bag.default: embedding_bag_as_gather,
-        torch.ops.aten._embedding_bag_forward_only.default: embedding_bag_as_gather,
-        torch.ops.aten.embedding_bag.padding_idx: embedding_bag_as_gather,
-    }
-    onnx_program = torch.onnx.export(
-        program,
-        input_names=list(names),
-        output_names=list(OUTPUT_NAMES),
-        opset_version=opset,
-        dynamo=True,
-        custom_translation_table=translations,
-        verbose=False,
-    )
+    onnx_program = program_to_onnx(program, names, OUTPUT_NAMES, opset)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=output_path.parent) as scratch:
         scratch_file = Path(scratch) / output_path.name

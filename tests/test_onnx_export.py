@@ -23,8 +23,10 @@ from conversion.export_onnx import (  # noqa: E402
     input_names,
     load_series_model,
     main,
+    program_to_onnx,
 )
 from conversion.onnx_runtime import create_session, run_session  # noqa: E402
+from hf_maskformer_series.ms_deform_attn import multi_scale_deformable_attention  # noqa: E402
 
 TOLERANCE = 1e-4
 MASKFORMER_DECODER = dict(d_model=32, decoder_layers=2, decoder_attention_heads=2, decoder_ffn_dim=64, num_queries=6)
@@ -180,3 +182,42 @@ def test_fixed_shapes_and_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(other), str(tmp_path / "x.onnx")])
     assert "'bert' model" in capsys.readouterr().err
+
+
+class _DeformableAttention(torch.nn.Module):
+    """The op on two levels whose sizes come from the feature maps (symbolic when exported)."""
+
+    def forward(self, fine, coarse, locations, weights):
+        shapes = [tuple(fine.shape[-2:]), tuple(coarse.shape[-2:])]
+        value = torch.cat([fine.flatten(2), coarse.flatten(2)], 2).transpose(1, 2).reshape(fine.shape[0], -1, 2, 8)
+        return multi_scale_deformable_attention(value, shapes, locations, weights)
+
+
+def _op_inputs(batch, height, width, queries=10):
+    generator = torch.Generator().manual_seed(height * width)
+    return (torch.randn(batch, 16, height, width, generator=generator),
+            torch.randn(batch, 16, height // 2, width // 2, generator=generator),
+            torch.rand(batch, queries, 2, 2, 3, 2, generator=generator) * 1.2 - 0.1,  # some points outside
+            torch.rand(batch, queries, 2, 2, 3, generator=generator))
+
+
+def test_deformable_attention_exports_as_gather_with_dynamic_sizes(tmp_path):
+    """The op alone (seconds): no Loop / custom op in the graph, one graph for every size, equal to PyTorch."""
+    import onnx
+
+    dim = torch.export.Dim
+    height, width, batch, queries = dim("h", min=1, max=512), dim("w", min=1, max=512), dim("b"), dim("q")
+    shapes = ({0: batch, 2: 2 * height, 3: 2 * width}, {0: batch, 2: height, 3: width}, {0: batch, 1: queries},
+              {0: batch, 1: queries})
+    program = torch.export.export(_DeformableAttention(), _op_inputs(2, 8, 12), dynamic_shapes=shapes, strict=False)
+    names = ["fine", "coarse", "locations", "weights"]
+    path = tmp_path / "op.onnx"
+    program_to_onnx(program, names, ["output"]).save(path, external_data=False)
+    onnx.checker.check_model(str(path), full_check=True)
+    op_types = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert "Loop" not in op_types and {"Gather", "ReduceSum"} <= op_types
+    session = create_session(path, intra_op_threads=1)
+    for case in [(2, 8, 12), (1, 6, 4, 7)]:
+        inputs = _op_inputs(*case)
+        actual = session.run(None, dict(zip(names, (x.numpy() for x in inputs))))[0]
+        np.testing.assert_allclose(actual, _DeformableAttention()(*inputs).numpy(), atol=1e-5, rtol=0)
