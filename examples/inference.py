@@ -177,7 +177,7 @@ def start_inference(args: argparse.Namespace, logger):
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", level=logging.INFO)
     if not accelerator.is_main_process:
         logger.setLevel(logging.WARNING)
-    model, processor = load_model_for_inference(args.model_name_or_path, args.task)
+    model, processor = load_model_for_inference(args.model_name_or_path, args.task, getattr(torch, args.dtype))
     return accelerator, get_task(args.task), model.to(accelerator.device), processor
 
 
@@ -203,11 +203,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataloader_num_workers", type=int, default=2)
     parser.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"],
                         help="Default: the accelerate config's.")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="Weights and activations of the model (bfloat16: the bf16 inference mode; see the "
+                        "README's Speed section for when it pays on CPU). Post-processing runs in float32.")
     parser.add_argument("--cpu", action="store_true", help="Run on CPU even when a GPU is available.")
 
 
-def load_model_for_inference(name_or_path: str, task: str):
-    """The model (our class for the checkpoint's family) and its processor, in eval mode."""
+def load_model_for_inference(name_or_path: str, task: str, dtype: torch.dtype = torch.float32):
+    """The model (our class for the checkpoint's family, in ``dtype``) and its processor, in eval mode."""
     from transformers import PretrainedConfig
 
     import hf_maskformer_series as hms
@@ -225,7 +228,7 @@ def load_model_for_inference(name_or_path: str, task: str):
     if task == "video" and model_type != hms.SeriesVideoMask2FormerConfig.model_type:
         raise ValueError(f"{name_or_path} holds a {model_type or 'unknown'} model, not a video Mask2Former "
                          f"({hms.SeriesVideoMask2FormerConfig.model_type}); --task video needs one.")
-    model = model_class.from_pretrained(name_or_path).eval()
+    model = model_class.from_pretrained(name_or_path, dtype=dtype).eval()
     return model, processor_class.from_pretrained(name_or_path)
 
 
