@@ -435,6 +435,8 @@ def semantic_segmentation(
         # The original resizes the [K, h, w] scores. Resizing is linear, so when the output is smaller than the
         # cropped input, resizing the [Q, h, w] mask probabilities first and combining them at the output size
         # gives the same scores (up to float rounding) for less work.
+        if not return_scores:
+            return _bounded_semantic_argmax(class_probs, mask_pred.float(), geometry), None
         masks = resize_mask_logits(mask_pred, geometry._replace(output=crop))  # pixel-major [Q, h, w]
         if output_size[0] * output_size[1] < crop[0] * crop[1]:
             mask_probs = upsample_masks(masks.float().sigmoid(), output_size, pixel_major=True)
@@ -482,6 +484,95 @@ def _resized_argmax(pixel_scores: torch.Tensor, output_size: Sequence[int]) -> t
         top_row = pixel_scores[row_low[ys], col_low[xs]] * (1 - wx) + pixel_scores[row_low[ys], col_high[xs]] * wx
         bottom = pixel_scores[row_high[ys], col_low[xs]] * (1 - wx) + pixel_scores[row_high[ys], col_high[xs]] * wx
         labels[ys, xs] = (top_row * (1 - wy) + bottom * wy).argmax(-1)
+    return labels
+
+
+def _cell_bounds(mask_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per mask-resolution cell, the min and max of its (up to) 4 corner logits (`[Q, h, w]` in).
+
+    Cell ``(i, j)`` spans rows ``i, min(i + 1, h - 1)`` and columns ``j, min(j + 1, w - 1)``: every bilinearly
+    upsampled value whose low source tap is ``(i, j)`` lies between the two.
+
+    Returns:
+        ``low [Q, h, w]`` and ``high [Q, h, w]``.
+    """
+    padded = F.pad(mask_pred.unsqueeze(0), (0, 1, 0, 1), mode="replicate")
+    high = F.max_pool2d(padded, kernel_size=2, stride=1)[0]
+    low = -F.max_pool2d(-padded, kernel_size=2, stride=1)[0]
+    return low, high
+
+
+def _bounded_semantic_argmax(class_probs: torch.Tensor, mask_pred: torch.Tensor, geometry: MaskGeometry) -> torch.Tensor:
+    """The semantic map of the original's rule without scoring every output pixel.
+
+    The rule: upsample the ``[Q, h, w]`` mask logits to the padded input, crop, score every cropped pixel
+    (``sum_q class_probs[q, c] * sigmoid(logit_q)``), bilinearly resize the ``[K, ...]`` scores to the output,
+    argmax. A cropped pixel's logit lies between the min and max corner logit of its mask-resolution cell, so for a
+    candidate class ``c*`` (the winner at the cell's first corner) the score gap
+    ``sum_q (class_probs[q, c*] - class_probs[q, c]) * sigmoid(logit_q)`` is bounded below per cell by taking, per
+    query, the lower or upper sigmoid bound by the sign of its coefficient. Where that bound is positive (by
+    `_ARGMAX_MARGIN`) for every other class, ``c*`` wins every cropped pixel of the cell, and every output pixel
+    whose (up to 4) cropped source pixels all lie in cells won by the same class (a convex combination of positive
+    score gaps stays positive). Only the other output pixels are scored exactly.
+
+    Args:
+        class_probs: ``[Q, K]`` (softmax without no-object).
+        mask_pred: ``[Q, h, w]`` float mask logits at the model's resolution.
+        geometry: the image's :class:`MaskGeometry`.
+
+    Returns:
+        ``[H, W]`` int64 class ids.
+    """
+    queries, height, width = mask_pred.shape
+    device = mask_pred.device
+    low, high = _cell_bounds(mask_pred)
+    low = low.permute(1, 2, 0).reshape(height * width, queries).sigmoid()
+    high = high.permute(1, 2, 0).reshape(height * width, queries).sigmoid()
+    candidate = semantic_scores_per_pixel(class_probs, mask_pred.sigmoid()).view(height * width, -1).argmax(-1)
+    cell_label = torch.full((height * width,), -1, dtype=torch.long, device=device)
+    for winner in candidate.unique().tolist():
+        cells = (candidate == winner).nonzero().flatten()
+        advantage = class_probs[:, winner, None] - class_probs  # [Q, K]
+        gap = low[cells] @ advantage.clamp(min=0) - high[cells] @ (-advantage).clamp(min=0)  # [n, K] lower bounds
+        gap[:, winner] = math.inf
+        cell_label[cells[gap.amin(-1) > _ARGMAX_MARGIN]] = winner
+    cell_label = cell_label.view(height, width)
+
+    # source taps: output → cropped pixels (2 per axis), cropped pixel → mask cell (its low upsampling tap)
+    upsample_taps, output_taps = [], []
+    for axis in range(2):
+        low_tap, high_tap, weight = _linear_taps(mask_pred.shape[1 + axis], geometry.padded[axis])
+        upsample_taps.append(tuple(t[: geometry.crop[axis]].to(device) for t in (low_tap, high_tap, weight)))
+        taps = _linear_taps(geometry.crop[axis], geometry.output[axis])
+        output_taps.append(tuple(t.to(device) for t in taps))
+    (row_low, row_high, row_weight), (col_low, col_high, col_weight) = output_taps
+    cell_rows, cell_cols = upsample_taps[0][0], upsample_taps[1][0]
+    by_row = cell_label[cell_rows[row_low]]  # [H, w]
+    by_row = torch.where(by_row == cell_label[cell_rows[row_high]], by_row, -1)
+    labels = by_row[:, cell_cols[col_low]]  # [H, W]
+    labels = torch.where(labels == by_row[:, cell_cols[col_high]], labels, -1)
+
+    ys, xs = (labels < 0).nonzero(as_tuple=True)
+    if ys.numel():
+        # the cropped source pixels of the uncertain output pixels, each scored once
+        crop_width = geometry.crop[1]
+        corners = torch.stack([
+            row_low[ys] * crop_width + col_low[xs], row_low[ys] * crop_width + col_high[xs],
+            row_high[ys] * crop_width + col_low[xs], row_high[ys] * crop_width + col_high[xs],
+        ])
+        needed, inverse = torch.unique(corners, return_inverse=True)
+        crop_y, crop_x = needed // crop_width, needed % crop_width
+        (up_low, up_high, up_weight), (left, right, right_weight) = upsample_taps
+        pixels = mask_pred.permute(1, 2, 0).reshape(height * width, queries)
+        wy, wx = up_weight[crop_y, None], right_weight[crop_x, None]
+        top = pixels[up_low[crop_y] * width + left[crop_x]] * (1 - wx) + pixels[up_low[crop_y] * width + right[crop_x]] * wx
+        bottom = (
+            pixels[up_high[crop_y] * width + left[crop_x]] * (1 - wx) + pixels[up_high[crop_y] * width + right[crop_x]] * wx
+        )
+        scores = (top * (1 - wy) + bottom * wy).sigmoid() @ class_probs  # [n, K]
+        s00, s01, s10, s11 = scores[inverse]
+        wy, wx = row_weight[ys, None], col_weight[xs, None]
+        labels[ys, xs] = ((s00 * (1 - wx) + s01 * wx) * (1 - wy) + (s10 * (1 - wx) + s11 * wx) * wy).argmax(-1)
     return labels
 
 
