@@ -615,15 +615,21 @@ def select_panoptic_queries(
     return query_indices, scores[query_indices], labels[query_indices]
 
 
-def _count_true(flags: torch.Tensor) -> torch.Tensor:
+def _count_true(flags: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
     """Column counts ``[n]`` of a bool ``[pixels, n]`` matrix, as int64.
 
     A float matrix-vector product: several times faster on CPU than summing bools (which materialises an int64
     copy), and exact (0/1 sums stay integers below 2**24 in float32; more pixels than that are summed in float64).
+    `scratch` (float32, as many elements as `flags`, overwritten) holds the 0/1 copy instead of a fresh buffer: a
+    fresh full-size buffer costs as much as the product (page faults).
     """
     dtype = torch.float32 if flags.shape[0] < 2**24 else torch.float64
     ones = torch.ones(1, flags.shape[0], dtype=dtype, device=flags.device)
-    return (ones @ flags.to(dtype)).squeeze(0).round().long()
+    if scratch is not None and dtype == torch.float32:
+        values = scratch.view(flags.shape).copy_(flags)
+    else:
+        values = flags.to(dtype)
+    return (ones @ values).squeeze(0).round().long()
 
 
 def _label_set_tensor(label_ids: Iterable[int] | None, device: torch.device) -> torch.Tensor:
@@ -639,6 +645,7 @@ def panoptic_from_selection(
     mask_threshold: float = 0.5,
     label_ids_to_fuse: Iterable[int] | None = None,
     intersect_with_mask: bool = True,
+    overwrite: bool = False,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Panoptic segmentation from already selected queries (see :func:`select_panoptic_queries`).
 
@@ -657,6 +664,7 @@ def panoptic_from_selection(
         mask_threshold: probability threshold for ``B`` and the intersection.
         label_ids_to_fuse: labels whose segments are merged (stuff classes).
         intersect_with_mask: Mask2Former rule (True) or MaskFormer v1 rule (False).
+        overwrite: `mask_probs` may be used as scratch memory (saves two full-size buffers; float32 only).
 
     Returns:
         ``segmentation`` ``[...]`` int32 segment ids, and ``segments_info``: one dict per segment id with
@@ -671,11 +679,13 @@ def panoptic_from_selection(
 
     # per-pixel work over the queries runs on [..., n]: a free view when the probabilities are pixel-major
     probs_last = mask_probs.movedim(0, -1)
-    winner = (probs_last * scores).argmax(-1)  # [...]
+    above = probs_last >= mask_threshold
+    overwrite = overwrite and mask_probs.dtype == torch.float32
+    weighted = probs_last.mul_(scores) if overwrite else probs_last * scores
+    winner = weighted.argmax(-1)  # [...]
     flat_winner = winner.flatten()
     arg_max_area = torch.bincount(flat_winner, minlength=num_selected)
-    above = probs_last >= mask_threshold
-    own_area = _count_true(above.reshape(-1, num_selected))
+    own_area = _count_true(above.reshape(-1, num_selected), scratch=weighted if overwrite else None)
     if intersect_with_mask:
         winner_above = above.gather(-1, winner.unsqueeze(-1)).squeeze(-1)  # [...] bool
         final_area = torch.bincount(flat_winner[winner_above.flatten()], minlength=num_selected)
@@ -750,10 +760,12 @@ def panoptic_inference(
     query_indices, scores, labels = select_panoptic_queries(mask_cls, object_mask_threshold)
     selected = mask_pred[query_indices]
     if geometry is not None:
-        selected = resize_mask_logits(selected, geometry)
-    mask_probs = selected.float().sigmoid()
+        mask_probs = resize_mask_logits(selected, geometry).sigmoid_()  # a fresh buffer: used as scratch
+    else:
+        mask_probs = selected.float().sigmoid()
     return panoptic_from_selection(
-        scores, labels, mask_probs, overlap_threshold, mask_threshold, label_ids_to_fuse, intersect_with_mask
+        scores, labels, mask_probs, overlap_threshold, mask_threshold, label_ids_to_fuse, intersect_with_mask,
+        overwrite=True,
     )
 
 
@@ -807,7 +819,7 @@ def select_top_k_query_classes(
 
 
 def instance_scores_from_selection(
-    class_scores: torch.Tensor, mask_logits: torch.Tensor, mask_threshold: float = 0.5
+    class_scores: torch.Tensor, mask_logits: torch.Tensor, mask_threshold: float = 0.5, overwrite: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Binary masks and final scores for selected (query, class) pairs.
 
@@ -815,18 +827,35 @@ def instance_scores_from_selection(
         class_scores: ``[n]`` class probabilities.
         mask_logits: ``[n, ...]`` mask logits of the pairs' queries at the output resolution.
         mask_threshold: probability threshold (strict), applied in logit space.
+        overwrite: float32 `mask_logits` may be used as scratch memory (saves two full-size buffers).
 
     Returns:
         ``binary_masks [n, ...]`` bool and ``scores [n]`` = class prob x mean sigmoid inside the mask
         (``eps = 1e-6`` in the denominator, as in the original).
     """
+    binary, mask_scores = _mask_scores(mask_logits, mask_threshold, overwrite)[:2]
+    return binary, class_scores * mask_scores
+
+
+def _mask_scores(
+    mask_logits: torch.Tensor, mask_threshold: float, overwrite: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Binary masks ``[n, ...]``, mean probability inside each ``[n]`` and mask areas ``[n]`` (int64).
+
+    With `overwrite`, float32 `mask_logits` serve as scratch memory (fresh full-size buffers cost page faults).
+    """
     spatial, count = mask_logits.shape[1:], mask_logits.shape[0]
+    overwrite = overwrite and mask_logits.dtype == torch.float32
     # [pixels, n]: a free view when the logits are pixel-major
     logits_last = mask_logits.float().movedim(0, -1).reshape(-1, count)
     binary_last = logits_last > mask_logit_threshold(mask_threshold)
-    inside = torch.where(binary_last, logits_last.sigmoid(), 0.0)
-    mask_scores = inside.sum(0) / (_count_true(binary_last).to(inside.dtype) + 1e-6)
-    return binary_last.view(*spatial, count).movedim(-1, 0), class_scores * mask_scores
+    inside = logits_last.sigmoid_() if overwrite else logits_last.sigmoid()
+    inside = inside.mul_(binary_last)
+    ones = torch.ones(1, inside.shape[0], dtype=inside.dtype, device=inside.device)
+    inside_sum = (ones @ inside).squeeze(0)
+    areas = _count_true(binary_last, scratch=inside)
+    mask_scores = inside_sum / (areas.to(inside_sum.dtype) + 1e-6)
+    return binary_last.view(*spatial, count).movedim(-1, 0), mask_scores, areas
 
 
 def instance_selection(
@@ -855,14 +884,12 @@ def instance_selection(
     logits = mask_pred[unique_queries]
     if geometry is not None:
         logits = resize_mask_logits(logits, geometry)
-    unique_binary, unique_mask_scores = instance_scores_from_selection(
-        torch.ones(unique_queries.numel(), device=mask_cls.device), logits, mask_threshold
-    )
+    unique_binary, unique_mask_scores, areas = _mask_scores(logits, mask_threshold, overwrite=geometry is not None)
     scores = class_scores * unique_mask_scores[inverse]
     if threshold is None:
         order = torch.argsort(scores, descending=True, stable=True)
     else:
-        non_empty = unique_binary.movedim(0, -1).reshape(-1, unique_queries.numel()).any(0)[inverse]
+        non_empty = areas[inverse] > 0
         order = ((scores >= threshold) & non_empty).nonzero().flatten()
         order = order[torch.argsort(scores[order], descending=True, stable=True)]
     return {
