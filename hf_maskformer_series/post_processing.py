@@ -847,7 +847,7 @@ def _mask_scores(
     spatial, count = mask_logits.shape[1:], mask_logits.shape[0]
     overwrite = overwrite and mask_logits.dtype == torch.float32
     # [pixels, n]: a free view when the logits are pixel-major
-    logits_last = mask_logits.float().movedim(0, -1).reshape(-1, count)
+    logits_last = mask_logits.float().movedim(0, -1).reshape(math.prod(spatial), count)
     binary_last = logits_last > mask_logit_threshold(mask_threshold)
     inside = logits_last.sigmoid_() if overwrite else logits_last.sigmoid()
     inside = inside.mul_(binary_last)
@@ -856,6 +856,9 @@ def _mask_scores(
     areas = _count_true(binary_last, scratch=inside)
     mask_scores = inside_sum / (areas.to(inside_sum.dtype) + 1e-6)
     return binary_last.view(*spatial, count).movedim(-1, 0), mask_scores, areas
+
+
+_SCORE_MARGIN = 1e-4  # relative float rounding allowance when a score bound drops a candidate
 
 
 def instance_selection(
@@ -878,7 +881,11 @@ def instance_selection(
     """
     class_scores, labels, query_indices = select_top_k_query_classes(mask_cls, top_k, excluded_label_ids)
     if threshold is not None:
-        candidates = class_scores >= threshold
+        # a pair's mask score (mean probability inside its mask) never exceeds the sigmoid of its query's largest
+        # logit (every resized logit is a convex combination of the model-resolution ones): pairs that cannot
+        # reach `threshold` even so are dropped before their masks are resized
+        best_mask_prob = mask_pred.flatten(1).amax(1).float().sigmoid()[query_indices]
+        candidates = (class_scores >= threshold) & (class_scores * best_mask_prob * (1 + _SCORE_MARGIN) >= threshold)
         class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
     unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
     logits = mask_pred[unique_queries]
@@ -922,8 +929,9 @@ def instance_inference(
             panoptic output is on: pass the stuff classes).
         geometry: the image's :class:`MaskGeometry` (``None``: `mask_pred` is at the output size).
         threshold: ``None`` keeps every pair (the original). Otherwise only pairs with a final score
-            ``>= threshold`` and a non-empty mask are kept; pairs whose class probability is below it are dropped
-            before their masks are resized (exact: the final score never exceeds the class probability).
+            ``>= threshold`` and a non-empty mask are kept; pairs whose class probability times the sigmoid of
+            their query's largest mask logit is below it are dropped before their masks are resized (exact: the
+            final score never exceeds that bound).
 
     Returns:
         dict with ``masks [n, ...]`` bool, ``scores [n]``, ``labels [n]`` and ``query_indices [n]``, sorted by

@@ -269,3 +269,21 @@ def test_bounded_semantic_argmax_equals_the_original_rule():
         assert ours.shape == geometry.output
         assert torch.equal(ours, reference.argmax(0))
         assert len(ours.unique()) >= 3
+
+
+def test_instance_threshold_prunes_exactly():
+    """Pairs dropped by the score bound before resizing are exactly those the full computation drops."""
+    from hf_maskformer_series.post_processing import MaskGeometry, instance_inference
+
+    generator = torch.Generator().manual_seed(12)
+    mask_cls = torch.randn(30, 6, generator=generator) * 4
+    mask_pred = torch.randn(30, 12, 16, generator=generator) * torch.linspace(0.05, 6, 30)[:, None, None]
+    geometry = MaskGeometry((48, 64), (45, 60), (90, 120))
+    full = instance_inference(mask_cls, mask_pred, top_k=60, geometry=geometry)
+    for threshold in (0.3, 0.5, 0.7):
+        ours = instance_inference(mask_cls, mask_pred, top_k=60, geometry=geometry, threshold=threshold)
+        keep = (full["scores"] >= threshold) & full["masks"].flatten(1).any(1)
+        assert 0 < int(keep.sum()) < len(keep)
+        assert torch.equal(ours["masks"], full["masks"][keep])
+        assert torch.equal(ours["labels"], full["labels"][keep])
+        torch.testing.assert_close(ours["scores"], full["scores"][keep])
