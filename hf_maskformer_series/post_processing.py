@@ -615,21 +615,23 @@ def select_panoptic_queries(
     return query_indices, scores[query_indices], labels[query_indices]
 
 
-def _count_true(flags: torch.Tensor, scratch: torch.Tensor | None = None) -> torch.Tensor:
+def _count_true(flags: torch.Tensor) -> torch.Tensor:
     """Column counts ``[n]`` of a bool ``[pixels, n]`` matrix, as int64.
 
-    A float matrix-vector product: several times faster on CPU than summing bools (which materialises an int64
-    copy), and exact (0/1 sums stay integers below 2**24 in float32; more pixels than that are summed in float64).
-    `scratch` (float32, as many elements as `flags`, overwritten) holds the 0/1 copy instead of a fresh buffer: a
-    fresh full-size buffer costs as much as the product (page faults).
+    Float matrix-vector products over chunks of rows: several times faster on CPU than summing bools (which
+    materialises an int64 copy), and exact (0/1 sums stay integers below 2**24 in float32; more pixels than that
+    are summed in float64). The chunks keep the 0/1 copies small: a fresh full-size buffer costs page faults.
     """
     dtype = torch.float32 if flags.shape[0] < 2**24 else torch.float64
-    ones = torch.ones(1, flags.shape[0], dtype=dtype, device=flags.device)
-    if scratch is not None and dtype == torch.float32:
-        values = scratch.view(flags.shape).copy_(flags)
-    else:
-        values = flags.to(dtype)
-    return (ones @ values).squeeze(0).round().long()
+    rows = max(1, _CHUNK_ELEMENTS // max(1, flags.shape[1]))
+    ones = torch.ones(1, min(rows, flags.shape[0]), dtype=dtype, device=flags.device)
+    total = torch.zeros(1, flags.shape[1], dtype=dtype, device=flags.device)
+    for chunk in flags.split(rows):
+        total += ones[:, : chunk.shape[0]] @ chunk.to(dtype)
+    return total.squeeze(0).round().long()
+
+
+_CHUNK_ELEMENTS = 2**18  # elements per temporary chunk (1 MiB in float32)
 
 
 def _label_set_tensor(label_ids: Iterable[int] | None, device: torch.device) -> torch.Tensor:
@@ -664,7 +666,7 @@ def panoptic_from_selection(
         mask_threshold: probability threshold for ``B`` and the intersection.
         label_ids_to_fuse: labels whose segments are merged (stuff classes).
         intersect_with_mask: Mask2Former rule (True) or MaskFormer v1 rule (False).
-        overwrite: `mask_probs` may be used as scratch memory (saves two full-size buffers; float32 only).
+        overwrite: `mask_probs` may be used as scratch memory (saves a full-size buffer; float32 only).
 
     Returns:
         ``segmentation`` ``[...]`` int32 segment ids, and ``segments_info``: one dict per segment id with
@@ -685,7 +687,7 @@ def panoptic_from_selection(
     winner = weighted.argmax(-1)  # [...]
     flat_winner = winner.flatten()
     arg_max_area = torch.bincount(flat_winner, minlength=num_selected)
-    own_area = _count_true(above.reshape(-1, num_selected), scratch=weighted if overwrite else None)
+    own_area = _count_true(above.reshape(-1, num_selected))
     if intersect_with_mask:
         winner_above = above.gather(-1, winner.unsqueeze(-1)).squeeze(-1)  # [...] bool
         final_area = torch.bincount(flat_winner[winner_above.flatten()], minlength=num_selected)
@@ -827,7 +829,7 @@ def instance_scores_from_selection(
         class_scores: ``[n]`` class probabilities.
         mask_logits: ``[n, ...]`` mask logits of the pairs' queries at the output resolution.
         mask_threshold: probability threshold (strict), applied in logit space.
-        overwrite: float32 `mask_logits` may be used as scratch memory (saves two full-size buffers).
+        overwrite: float32 `mask_logits` may be used as scratch memory (saves a full-size buffer).
 
     Returns:
         ``binary_masks [n, ...]`` bool and ``scores [n]`` = class prob x mean sigmoid inside the mask
@@ -849,12 +851,15 @@ def _mask_scores(
     # [pixels, n]: a free view when the logits are pixel-major
     logits_last = mask_logits.float().movedim(0, -1).reshape(math.prod(spatial), count)
     binary_last = logits_last > mask_logit_threshold(mask_threshold)
-    inside = logits_last.sigmoid_() if overwrite else logits_last.sigmoid()
-    inside = inside.mul_(binary_last)
-    ones = torch.ones(1, inside.shape[0], dtype=inside.dtype, device=inside.device)
-    inside_sum = (ones @ inside).squeeze(0)
-    areas = _count_true(binary_last, scratch=inside)
-    mask_scores = inside_sum / (areas.to(inside_sum.dtype) + 1e-6)
+    probs = logits_last.sigmoid_() if overwrite else logits_last.sigmoid()
+    # sum of the probabilities inside = sum of max(prob - t, 0) + t x area (sigmoid is monotonic), all in place:
+    # multiplying by a bool tensor or a fresh 0/1 buffer costs several times more on CPU
+    pixels = probs.shape[0]
+    areas = _count_true(binary_last)
+    excess = probs.sub_(mask_threshold).clamp_(min=0)
+    ones = torch.ones(1, pixels, dtype=excess.dtype, device=excess.device)
+    inside_sum = (ones @ excess).squeeze(0) + mask_threshold * areas.to(excess.dtype)
+    mask_scores = inside_sum / (areas.to(excess.dtype) + 1e-6)
     return binary_last.view(*spatial, count).movedim(-1, 0), mask_scores, areas
 
 
