@@ -435,6 +435,8 @@ def semantic_segmentation(
         # The original resizes the [K, h, w] scores. Resizing is linear, so when the output is smaller than the
         # cropped input, resizing the [Q, h, w] mask probabilities first and combining them at the output size
         # gives the same scores (up to float rounding) for less work.
+        if not return_scores:
+            return _bounded_semantic_argmax(class_probs, mask_pred.float(), geometry), None
         masks = resize_mask_logits(mask_pred, geometry._replace(output=crop))  # pixel-major [Q, h, w]
         if output_size[0] * output_size[1] < crop[0] * crop[1]:
             mask_probs = upsample_masks(masks.float().sigmoid(), output_size, pixel_major=True)
@@ -485,6 +487,95 @@ def _resized_argmax(pixel_scores: torch.Tensor, output_size: Sequence[int]) -> t
     return labels
 
 
+def _cell_bounds(mask_pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per mask-resolution cell, the min and max of its (up to) 4 corner logits (`[Q, h, w]` in).
+
+    Cell ``(i, j)`` spans rows ``i, min(i + 1, h - 1)`` and columns ``j, min(j + 1, w - 1)``: every bilinearly
+    upsampled value whose low source tap is ``(i, j)`` lies between the two.
+
+    Returns:
+        ``low [Q, h, w]`` and ``high [Q, h, w]``.
+    """
+    padded = F.pad(mask_pred.unsqueeze(0), (0, 1, 0, 1), mode="replicate")
+    high = F.max_pool2d(padded, kernel_size=2, stride=1)[0]
+    low = -F.max_pool2d(-padded, kernel_size=2, stride=1)[0]
+    return low, high
+
+
+def _bounded_semantic_argmax(class_probs: torch.Tensor, mask_pred: torch.Tensor, geometry: MaskGeometry) -> torch.Tensor:
+    """The semantic map of the original's rule without scoring every output pixel.
+
+    The rule: upsample the ``[Q, h, w]`` mask logits to the padded input, crop, score every cropped pixel
+    (``sum_q class_probs[q, c] * sigmoid(logit_q)``), bilinearly resize the ``[K, ...]`` scores to the output,
+    argmax. A cropped pixel's logit lies between the min and max corner logit of its mask-resolution cell, so for a
+    candidate class ``c*`` (the winner at the cell's first corner) the score gap
+    ``sum_q (class_probs[q, c*] - class_probs[q, c]) * sigmoid(logit_q)`` is bounded below per cell by taking, per
+    query, the lower or upper sigmoid bound by the sign of its coefficient. Where that bound is positive (by
+    `_ARGMAX_MARGIN`) for every other class, ``c*`` wins every cropped pixel of the cell, and every output pixel
+    whose (up to 4) cropped source pixels all lie in cells won by the same class (a convex combination of positive
+    score gaps stays positive). Only the other output pixels are scored exactly.
+
+    Args:
+        class_probs: ``[Q, K]`` (softmax without no-object).
+        mask_pred: ``[Q, h, w]`` float mask logits at the model's resolution.
+        geometry: the image's :class:`MaskGeometry`.
+
+    Returns:
+        ``[H, W]`` int64 class ids.
+    """
+    queries, height, width = mask_pred.shape
+    device = mask_pred.device
+    low, high = _cell_bounds(mask_pred)
+    low = low.permute(1, 2, 0).reshape(height * width, queries).sigmoid()
+    high = high.permute(1, 2, 0).reshape(height * width, queries).sigmoid()
+    candidate = semantic_scores_per_pixel(class_probs, mask_pred.sigmoid()).view(height * width, -1).argmax(-1)
+    cell_label = torch.full((height * width,), -1, dtype=torch.long, device=device)
+    for winner in candidate.unique().tolist():
+        cells = (candidate == winner).nonzero().flatten()
+        advantage = class_probs[:, winner, None] - class_probs  # [Q, K]
+        gap = low[cells] @ advantage.clamp(min=0) - high[cells] @ (-advantage).clamp(min=0)  # [n, K] lower bounds
+        gap[:, winner] = math.inf
+        cell_label[cells[gap.amin(-1) > _ARGMAX_MARGIN]] = winner
+    cell_label = cell_label.view(height, width)
+
+    # source taps: output → cropped pixels (2 per axis), cropped pixel → mask cell (its low upsampling tap)
+    upsample_taps, output_taps = [], []
+    for axis in range(2):
+        low_tap, high_tap, weight = _linear_taps(mask_pred.shape[1 + axis], geometry.padded[axis])
+        upsample_taps.append(tuple(t[: geometry.crop[axis]].to(device) for t in (low_tap, high_tap, weight)))
+        taps = _linear_taps(geometry.crop[axis], geometry.output[axis])
+        output_taps.append(tuple(t.to(device) for t in taps))
+    (row_low, row_high, row_weight), (col_low, col_high, col_weight) = output_taps
+    cell_rows, cell_cols = upsample_taps[0][0], upsample_taps[1][0]
+    by_row = cell_label[cell_rows[row_low]]  # [H, w]
+    by_row = torch.where(by_row == cell_label[cell_rows[row_high]], by_row, -1)
+    labels = by_row[:, cell_cols[col_low]]  # [H, W]
+    labels = torch.where(labels == by_row[:, cell_cols[col_high]], labels, -1)
+
+    ys, xs = (labels < 0).nonzero(as_tuple=True)
+    if ys.numel():
+        # the cropped source pixels of the uncertain output pixels, each scored once
+        crop_width = geometry.crop[1]
+        corners = torch.stack([
+            row_low[ys] * crop_width + col_low[xs], row_low[ys] * crop_width + col_high[xs],
+            row_high[ys] * crop_width + col_low[xs], row_high[ys] * crop_width + col_high[xs],
+        ])
+        needed, inverse = torch.unique(corners, return_inverse=True)
+        crop_y, crop_x = needed // crop_width, needed % crop_width
+        (up_low, up_high, up_weight), (left, right, right_weight) = upsample_taps
+        pixels = mask_pred.permute(1, 2, 0).reshape(height * width, queries)
+        wy, wx = up_weight[crop_y, None], right_weight[crop_x, None]
+        top = pixels[up_low[crop_y] * width + left[crop_x]] * (1 - wx) + pixels[up_low[crop_y] * width + right[crop_x]] * wx
+        bottom = (
+            pixels[up_high[crop_y] * width + left[crop_x]] * (1 - wx) + pixels[up_high[crop_y] * width + right[crop_x]] * wx
+        )
+        scores = (top * (1 - wy) + bottom * wy).sigmoid() @ class_probs  # [n, K]
+        s00, s01, s10, s11 = scores[inverse]
+        wy, wx = row_weight[ys, None], col_weight[xs, None]
+        labels[ys, xs] = ((s00 * (1 - wx) + s01 * wx) * (1 - wy) + (s10 * (1 - wx) + s11 * wx) * wy).argmax(-1)
+    return labels
+
+
 def semantic_scores_per_pixel(class_probs: torch.Tensor, mask_probs: torch.Tensor) -> torch.Tensor:
     """`sum_q class_probs[q, c] * mask_probs[q, y, x]` laid out pixel-major, for a fast per-pixel argmax.
 
@@ -527,12 +618,20 @@ def select_panoptic_queries(
 def _count_true(flags: torch.Tensor) -> torch.Tensor:
     """Column counts ``[n]`` of a bool ``[pixels, n]`` matrix, as int64.
 
-    A float matrix-vector product: several times faster on CPU than summing bools (which materialises an int64
-    copy), and exact (0/1 sums stay integers below 2**24 in float32; more pixels than that are summed in float64).
+    Float matrix-vector products over chunks of rows: several times faster on CPU than summing bools (which
+    materialises an int64 copy), and exact (0/1 sums stay integers below 2**24 in float32; more pixels than that
+    are summed in float64). The chunks keep the 0/1 copies small: a fresh full-size buffer costs page faults.
     """
     dtype = torch.float32 if flags.shape[0] < 2**24 else torch.float64
-    ones = torch.ones(1, flags.shape[0], dtype=dtype, device=flags.device)
-    return (ones @ flags.to(dtype)).squeeze(0).round().long()
+    rows = max(1, _CHUNK_ELEMENTS // max(1, flags.shape[1]))
+    ones = torch.ones(1, min(rows, flags.shape[0]), dtype=dtype, device=flags.device)
+    total = torch.zeros(1, flags.shape[1], dtype=dtype, device=flags.device)
+    for chunk in flags.split(rows):
+        total += ones[:, : chunk.shape[0]] @ chunk.to(dtype)
+    return total.squeeze(0).round().long()
+
+
+_CHUNK_ELEMENTS = 2**18  # elements per temporary chunk (1 MiB in float32)
 
 
 def _label_set_tensor(label_ids: Iterable[int] | None, device: torch.device) -> torch.Tensor:
@@ -548,6 +647,7 @@ def panoptic_from_selection(
     mask_threshold: float = 0.5,
     label_ids_to_fuse: Iterable[int] | None = None,
     intersect_with_mask: bool = True,
+    overwrite: bool = False,
 ) -> tuple[torch.Tensor, list[dict]]:
     """Panoptic segmentation from already selected queries (see :func:`select_panoptic_queries`).
 
@@ -566,6 +666,7 @@ def panoptic_from_selection(
         mask_threshold: probability threshold for ``B`` and the intersection.
         label_ids_to_fuse: labels whose segments are merged (stuff classes).
         intersect_with_mask: Mask2Former rule (True) or MaskFormer v1 rule (False).
+        overwrite: `mask_probs` may be used as scratch memory (saves a full-size buffer; float32 only).
 
     Returns:
         ``segmentation`` ``[...]`` int32 segment ids, and ``segments_info``: one dict per segment id with
@@ -580,10 +681,12 @@ def panoptic_from_selection(
 
     # per-pixel work over the queries runs on [..., n]: a free view when the probabilities are pixel-major
     probs_last = mask_probs.movedim(0, -1)
-    winner = (probs_last * scores).argmax(-1)  # [...]
+    above = probs_last >= mask_threshold
+    overwrite = overwrite and mask_probs.dtype == torch.float32
+    weighted = probs_last.mul_(scores) if overwrite else probs_last * scores
+    winner = weighted.argmax(-1)  # [...]
     flat_winner = winner.flatten()
     arg_max_area = torch.bincount(flat_winner, minlength=num_selected)
-    above = probs_last >= mask_threshold
     own_area = _count_true(above.reshape(-1, num_selected))
     if intersect_with_mask:
         winner_above = above.gather(-1, winner.unsqueeze(-1)).squeeze(-1)  # [...] bool
@@ -659,10 +762,12 @@ def panoptic_inference(
     query_indices, scores, labels = select_panoptic_queries(mask_cls, object_mask_threshold)
     selected = mask_pred[query_indices]
     if geometry is not None:
-        selected = resize_mask_logits(selected, geometry)
-    mask_probs = selected.float().sigmoid()
+        mask_probs = resize_mask_logits(selected, geometry).sigmoid_()  # a fresh buffer: used as scratch
+    else:
+        mask_probs = selected.float().sigmoid()
     return panoptic_from_selection(
-        scores, labels, mask_probs, overlap_threshold, mask_threshold, label_ids_to_fuse, intersect_with_mask
+        scores, labels, mask_probs, overlap_threshold, mask_threshold, label_ids_to_fuse, intersect_with_mask,
+        overwrite=True,
     )
 
 
@@ -716,7 +821,7 @@ def select_top_k_query_classes(
 
 
 def instance_scores_from_selection(
-    class_scores: torch.Tensor, mask_logits: torch.Tensor, mask_threshold: float = 0.5
+    class_scores: torch.Tensor, mask_logits: torch.Tensor, mask_threshold: float = 0.5, overwrite: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Binary masks and final scores for selected (query, class) pairs.
 
@@ -724,18 +829,41 @@ def instance_scores_from_selection(
         class_scores: ``[n]`` class probabilities.
         mask_logits: ``[n, ...]`` mask logits of the pairs' queries at the output resolution.
         mask_threshold: probability threshold (strict), applied in logit space.
+        overwrite: float32 `mask_logits` may be used as scratch memory (saves a full-size buffer).
 
     Returns:
         ``binary_masks [n, ...]`` bool and ``scores [n]`` = class prob x mean sigmoid inside the mask
         (``eps = 1e-6`` in the denominator, as in the original).
     """
+    binary, mask_scores = _mask_scores(mask_logits, mask_threshold, overwrite)[:2]
+    return binary, class_scores * mask_scores
+
+
+def _mask_scores(
+    mask_logits: torch.Tensor, mask_threshold: float, overwrite: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Binary masks ``[n, ...]``, mean probability inside each ``[n]`` and mask areas ``[n]`` (int64).
+
+    With `overwrite`, float32 `mask_logits` serve as scratch memory (fresh full-size buffers cost page faults).
+    """
     spatial, count = mask_logits.shape[1:], mask_logits.shape[0]
+    overwrite = overwrite and mask_logits.dtype == torch.float32
     # [pixels, n]: a free view when the logits are pixel-major
-    logits_last = mask_logits.float().movedim(0, -1).reshape(-1, count)
+    logits_last = mask_logits.float().movedim(0, -1).reshape(math.prod(spatial), count)
     binary_last = logits_last > mask_logit_threshold(mask_threshold)
-    inside = torch.where(binary_last, logits_last.sigmoid(), 0.0)
-    mask_scores = inside.sum(0) / (_count_true(binary_last).to(inside.dtype) + 1e-6)
-    return binary_last.view(*spatial, count).movedim(-1, 0), class_scores * mask_scores
+    probs = logits_last.sigmoid_() if overwrite else logits_last.sigmoid()
+    # sum of the probabilities inside = sum of max(prob - t, 0) + t x area (sigmoid is monotonic), all in place:
+    # multiplying by a bool tensor or a fresh 0/1 buffer costs several times more on CPU
+    pixels = probs.shape[0]
+    areas = _count_true(binary_last)
+    excess = probs.sub_(mask_threshold).clamp_(min=0)
+    ones = torch.ones(1, pixels, dtype=excess.dtype, device=excess.device)
+    inside_sum = (ones @ excess).squeeze(0) + mask_threshold * areas.to(excess.dtype)
+    mask_scores = inside_sum / (areas.to(excess.dtype) + 1e-6)
+    return binary_last.view(*spatial, count).movedim(-1, 0), mask_scores, areas
+
+
+_SCORE_MARGIN = 1e-4  # relative float rounding allowance when a score bound drops a candidate
 
 
 def instance_selection(
@@ -758,20 +886,22 @@ def instance_selection(
     """
     class_scores, labels, query_indices = select_top_k_query_classes(mask_cls, top_k, excluded_label_ids)
     if threshold is not None:
-        candidates = class_scores >= threshold
+        # a pair's mask score (mean probability inside its mask) never exceeds the sigmoid of its query's largest
+        # logit (every resized logit is a convex combination of the model-resolution ones): pairs that cannot
+        # reach `threshold` even so are dropped before their masks are resized
+        best_mask_prob = mask_pred.flatten(1).amax(1).float().sigmoid()[query_indices]
+        candidates = (class_scores >= threshold) & (class_scores * best_mask_prob * (1 + _SCORE_MARGIN) >= threshold)
         class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
     unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
     logits = mask_pred[unique_queries]
     if geometry is not None:
         logits = resize_mask_logits(logits, geometry)
-    unique_binary, unique_mask_scores = instance_scores_from_selection(
-        torch.ones(unique_queries.numel(), device=mask_cls.device), logits, mask_threshold
-    )
+    unique_binary, unique_mask_scores, areas = _mask_scores(logits, mask_threshold, overwrite=geometry is not None)
     scores = class_scores * unique_mask_scores[inverse]
     if threshold is None:
         order = torch.argsort(scores, descending=True, stable=True)
     else:
-        non_empty = unique_binary.movedim(0, -1).reshape(-1, unique_queries.numel()).any(0)[inverse]
+        non_empty = areas[inverse] > 0
         order = ((scores >= threshold) & non_empty).nonzero().flatten()
         order = order[torch.argsort(scores[order], descending=True, stable=True)]
     return {
@@ -804,8 +934,9 @@ def instance_inference(
             panoptic output is on: pass the stuff classes).
         geometry: the image's :class:`MaskGeometry` (``None``: `mask_pred` is at the output size).
         threshold: ``None`` keeps every pair (the original). Otherwise only pairs with a final score
-            ``>= threshold`` and a non-empty mask are kept; pairs whose class probability is below it are dropped
-            before their masks are resized (exact: the final score never exceeds the class probability).
+            ``>= threshold`` and a non-empty mask are kept; pairs whose class probability times the sigmoid of
+            their query's largest mask logit is below it are dropped before their masks are resized (exact: the
+            final score never exceeds that bound).
 
     Returns:
         dict with ``masks [n, ...]`` bool, ``scores [n]``, ``labels [n]`` and ``query_indices [n]``, sorted by

@@ -248,3 +248,42 @@ def test_semantic_argmax_without_resizing_every_class_map():
     full, scores = semantic_segmentation(mask_cls, mask_pred, geometry, return_scores=True)
     assert torch.equal(fast, full) and torch.equal(full, scores.argmax(0))
     assert len(fast.unique()) >= 3
+
+
+def test_bounded_semantic_argmax_equals_the_original_rule():
+    """Per-cell score bounds skip most pixels; the map still equals upsample → crop → score → resize → argmax."""
+    from hf_maskformer_series.post_processing import MaskGeometry, semantic_segmentation
+
+    generator = torch.Generator().manual_seed(11)
+    for queries, classes, mask_size, geometry in [
+        (16, 6, (12, 16), MaskGeometry((48, 64), (45, 60), (90, 121))),  # enlarge
+        (10, 5, (10, 10), MaskGeometry((40, 40), (40, 33), (17, 23))),  # shrink
+        (8, 4, (9, 7), MaskGeometry((36, 28), (30, 28), (30, 28))),  # crop only
+    ]:
+        mask_cls = torch.randn(queries, classes + 1, generator=generator) * 3
+        mask_pred = torch.randn(queries, *mask_size, generator=generator) * 4
+        ours, _ = semantic_segmentation(mask_cls, mask_pred, geometry)
+        probs = upsample_crop_resize(mask_pred, geometry.padded, geometry.crop).sigmoid()
+        scores = torch.einsum("qc,qhw->chw", mask_cls.softmax(-1)[:, :-1], probs)
+        reference = F.interpolate(scores[None], size=geometry.output, mode="bilinear", align_corners=False)[0]
+        assert ours.shape == geometry.output
+        assert torch.equal(ours, reference.argmax(0))
+        assert len(ours.unique()) >= 3
+
+
+def test_instance_threshold_prunes_exactly():
+    """Pairs dropped by the score bound before resizing are exactly those the full computation drops."""
+    from hf_maskformer_series.post_processing import MaskGeometry, instance_inference
+
+    generator = torch.Generator().manual_seed(12)
+    mask_cls = torch.randn(30, 6, generator=generator) * 4
+    mask_pred = torch.randn(30, 12, 16, generator=generator) * torch.linspace(0.05, 6, 30)[:, None, None]
+    geometry = MaskGeometry((48, 64), (45, 60), (90, 120))
+    full = instance_inference(mask_cls, mask_pred, top_k=60, geometry=geometry)
+    for threshold in (0.3, 0.5, 0.7):
+        ours = instance_inference(mask_cls, mask_pred, top_k=60, geometry=geometry, threshold=threshold)
+        keep = (full["scores"] >= threshold) & full["masks"].flatten(1).any(1)
+        assert 0 < int(keep.sum()) < len(keep)
+        assert torch.equal(ours["masks"], full["masks"][keep])
+        assert torch.equal(ours["labels"], full["labels"][keep])
+        torch.testing.assert_close(ours["scores"], full["scores"][keep])
