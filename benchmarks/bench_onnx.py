@@ -52,10 +52,8 @@ class OrtModel:
     def parameters(self):
         yield torch.zeros(())
 
-    def __call__(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = run_session(self.session, {"pixel_values": pixel_values, "pixel_mask": pixel_mask})
-        # TEMPORARY (contract 3): torch tensors until the processors' numpy-dict acceptance is merged into main
-        return {name: torch.from_numpy(value) for name, value in outputs.items()}
+    def __call__(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor) -> dict[str, np.ndarray]:
+        return run_session(self.session, {"pixel_values": pixel_values, "pixel_mask": pixel_mask})
 
 
 def panoptic_quality(runners: dict, model_folder: str) -> dict[str, float]:

@@ -104,16 +104,6 @@ def test_onnx_runtime_matches_pytorch(exported, batch, height, width):
     assert reference.image_sizes.tolist() == actual["image_sizes"].tolist()
 
 
-def _as_torch(outputs: dict, video: bool = False) -> dict[str, torch.Tensor]:
-    # TEMPORARY (contracts 1 and 3): until the post-processing helper's work is merged into main, ORT arrays are
-    # converted to torch here, and the video post-processing gets the legacy `[2]` padded size; afterwards the
-    # processors take the ORT `outputs` as they are.
-    converted = {name: torch.as_tensor(value) for name, value in outputs.items()}
-    if video:
-        converted["padded_image_size"] = converted["padded_image_size"][0]
-    return converted
-
-
 def _same_panoptic(first: list[dict], second: list[dict]) -> None:
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a["segmentation"], b["segmentation"])
@@ -128,8 +118,8 @@ def test_post_processing_on_onnx_runtime_outputs(exported):
     model, session = exported
     inputs = _inputs(model, 2, 64, 96, seed=1)
     video = "videos" in input_names(model)[0]
-    expected = _as_torch(_torch_outputs(model, inputs), video)
-    actual = _as_torch(run_session(session, inputs), video)
+    expected = _torch_outputs(model, inputs)
+    actual = run_session(session, inputs)  # numpy arrays, as ONNX Runtime returns them
     if video:
         processor = hms.SeriesVideoMask2FormerVideoProcessor()
         a = processor.post_process_video_instance_segmentation(expected, top_k=5)
