@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
             error, pixels = agreement.get(name, (0.0, 1.0))
             rows.append([f"{size}²", name, format_seconds(timing.median), f"×{base / timing.median:.2f}",
                          f"{timing.spread:.0%}", f"{error:.1e}", f"{100 * pixels:.2f}%"])
-    table = markdown_table(["input", "runner", "median", "speed-up vs PyTorch", "spread", "max |Δ logits|",
+    table = markdown_table(["input", "runner", "median", "speed-up vs PyTorch", "spread", "max abs Δ logits",
                             "semantic pixels = PyTorch"], rows)
     exports = ", ".join(f"{size}²: {seconds:.0f} s" for size, seconds in export_seconds.items())
     report = [f"Model: {args.model}; {args.threads} threads; {args.repeats} interleaved rounds; exports took "
