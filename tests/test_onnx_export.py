@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hf_maskformer_series as hms
-from tests._tiny_configs import tiny_mask2former_kwargs, tiny_swin
+from tests._tiny_configs import tiny_mask2former_kwargs, tiny_resnet, tiny_swin
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -32,10 +32,16 @@ TOLERANCE = 1e-4
 MASKFORMER_DECODER = dict(d_model=32, decoder_layers=2, decoder_attention_heads=2, decoder_ffn_dim=64, num_queries=6)
 
 
-def _maskformer(pixel_decoder_type: str) -> hms.SeriesMaskFormerForInstanceSegmentation:
+# A ResNet backbone keeps the exported graphs small (torch.export + ONNX decompositions take seconds, not minutes);
+# the Swin backbone is exported once, with fixed sizes, in `test_fixed_shapes_and_cli_errors`.
+TINY_RESNET = dict(hidden_sizes=[16, 16, 32, 32], layer_type="basic")
+TINY_MASK2FORMER = tiny_mask2former_kwargs(backbone_config=tiny_resnet(**TINY_RESNET), decoder_layers=3, encoder_layers=1)
+
+
+def _maskformer(pixel_decoder_type: str, backbone_config=None) -> hms.SeriesMaskFormerForInstanceSegmentation:
     config = hms.SeriesMaskFormerConfig(
-        backbone_config=tiny_swin(), decoder_config=dict(MASKFORMER_DECODER), fpn_feature_size=32,
-        mask_feature_size=32, num_labels=4, pixel_decoder_type=pixel_decoder_type, pixel_decoder_encoder_layers=1,
+        backbone_config=backbone_config or tiny_resnet(**TINY_RESNET), decoder_config=dict(MASKFORMER_DECODER),
+        fpn_feature_size=32, mask_feature_size=32, num_labels=4, pixel_decoder_type=pixel_decoder_type, pixel_decoder_encoder_layers=1,
         pixel_decoder_encoder_attention_heads=2, pixel_decoder_encoder_ffn_dim=64,
     )
     return hms.SeriesMaskFormerForInstanceSegmentation(config)
@@ -43,12 +49,12 @@ def _maskformer(pixel_decoder_type: str) -> hms.SeriesMaskFormerForInstanceSegme
 
 FAMILIES = {
     "mask2former": lambda: hms.SeriesMask2FormerForUniversalSegmentation(
-        hms.SeriesMask2FormerConfig(**tiny_mask2former_kwargs(decoder_layers=3))
+        hms.SeriesMask2FormerConfig(**TINY_MASK2FORMER)
     ),
     "maskformer-fpn": lambda: _maskformer("fpn"),
     "maskformer-transformer-encoder": lambda: _maskformer("transformer_encoder"),
     "video-mask2former": lambda: hms.SeriesVideoMask2FormerForVideoInstanceSegmentation(
-        hms.SeriesVideoMask2FormerConfig(**tiny_mask2former_kwargs(decoder_layers=3))
+        hms.SeriesVideoMask2FormerConfig(**TINY_MASK2FORMER)
     ),
 }
 
@@ -104,16 +110,6 @@ def test_onnx_runtime_matches_pytorch(exported, batch, height, width):
     assert reference.image_sizes.tolist() == actual["image_sizes"].tolist()
 
 
-def _as_torch(outputs: dict, video: bool = False) -> dict[str, torch.Tensor]:
-    # TEMPORARY (contracts 1 and 3): until the post-processing helper's work is merged into main, ORT arrays are
-    # converted to torch here, and the video post-processing gets the legacy `[2]` padded size; afterwards the
-    # processors take the ORT `outputs` as they are.
-    converted = {name: torch.as_tensor(value) for name, value in outputs.items()}
-    if video:
-        converted["padded_image_size"] = converted["padded_image_size"][0]
-    return converted
-
-
 def _same_panoptic(first: list[dict], second: list[dict]) -> None:
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a["segmentation"], b["segmentation"])
@@ -128,8 +124,8 @@ def test_post_processing_on_onnx_runtime_outputs(exported):
     model, session = exported
     inputs = _inputs(model, 2, 64, 96, seed=1)
     video = "videos" in input_names(model)[0]
-    expected = _as_torch(_torch_outputs(model, inputs), video)
-    actual = _as_torch(run_session(session, inputs), video)
+    expected = _torch_outputs(model, inputs)
+    actual = run_session(session, inputs)  # numpy arrays, as ONNX Runtime returns them
     if video:
         processor = hms.SeriesVideoMask2FormerVideoProcessor()
         a = processor.post_process_video_instance_segmentation(expected, top_k=5)
@@ -155,7 +151,7 @@ def test_post_processing_on_onnx_runtime_outputs(exported):
 
 def test_fixed_shapes_and_cli_errors(tmp_path, capsys):
     torch.manual_seed(0)
-    model = FAMILIES["maskformer-fpn"]().eval()
+    model = _maskformer("fpn", tiny_swin()).eval()
     folder = tmp_path / "model"
     model.save_pretrained(folder)
     output = tmp_path / "onnx" / "fixed.onnx"
