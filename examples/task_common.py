@@ -522,7 +522,9 @@ class ImageTask(Task):
         encoded = processor(images=inputs, return_tensors="pt")
         return {"pixel_values": encoded["pixel_values"], "pixel_mask": encoded["pixel_mask"]}
 
+    @torch.no_grad()
     def forward(self, model, batch: dict):
+        """The model's outputs on a batch of inference inputs (no autograd graph)."""
         device = next(model.parameters()).device
         dtype = next(model.parameters()).dtype
         inputs = batch["model_inputs"]

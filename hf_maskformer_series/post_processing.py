@@ -364,6 +364,7 @@ def resize_mask_logits(mask_logits: torch.Tensor, geometry: MaskGeometry) -> tor
         ``[..., output_height, output_width]`` float32 logits, pixel-major in memory (the leading dimensions
         innermost: what the per-pixel reductions over queries want).
     """
+    mask_logits = mask_logits.detach()  # post-processing is not differentiable (thresholds, argmax)
     leading, (height, width) = mask_logits.shape[:-2], mask_logits.shape[-2:]
     out_height, out_width = geometry.output
     count = math.prod(leading)

@@ -73,6 +73,10 @@ def test_every_input_form_gives_the_same_result(name, kind):
         _same(result, reference)
     # numpy target sizes too
     _same(method(model_outputs_dict(name), target_sizes=np.asarray(target_sizes), **KINDS[kind]), reference)
+    # outputs still attached to an autograd graph (a forward without no_grad) give the same result
+    attached = {key: value.clone().requires_grad_() if value.is_floating_point() else value
+                for key, value in model_outputs_dict(name).items()}
+    _same(method(attached, target_sizes=target_sizes, **KINDS[kind]), reference)
 
 
 def test_video_post_processing_accepts_dicts_numpy_and_both_padded_shapes():
