@@ -218,7 +218,8 @@ class SeriesMask2FormerForUniversalSegmentation(SeriesMask2FormerPreTrainedModel
         """
         Args:
             pixel_values: `[batch, 3, H, W]`.
-            mask_labels: per image `[targets, H, W]` binary masks at the input resolution (training).
+            mask_labels: per image `[targets, H, W]` binary masks at the input resolution (training), or the lean
+                form: an integer `[H, W]` segment map (value `j` = target `j`, `-1` = no target); same losses.
             class_labels: per image `[targets]` class ids in `[0, num_labels)` (training).
             pixel_mask: `[batch, H, W]`, 1 on real pixels.
             output_auxiliary_logits: return the earlier layers' predictions (default: config).

@@ -111,7 +111,8 @@ class SeriesVideoMask2FormerForVideoInstanceSegmentation(SeriesVideoMask2FormerP
         Args:
             pixel_values_videos: `[batch, frames, 3, H, W]`.
             mask_labels: per video `[instances, frames, H, W]` binary masks at the input resolution, padded like
-                the frames; an instance absent from a frame has an empty mask there (training).
+                the frames; an instance absent from a frame has an empty mask there (training). Or the lean form: an
+                integer `[frames, H, W]` segment map (value `j` = instance `j`, `-1` = none); same losses.
             class_labels: per video `[instances]` class ids in `[0, num_labels)` (training).
             pixel_mask: `[batch, H, W]` (or `[batch, frames, H, W]`), 1 on real pixels.
             output_auxiliary_logits: return the earlier layers' predictions (default: config).
