@@ -209,7 +209,22 @@ class SeriesSegmentationImageProcessorBase(SegmentationPostProcessingMixin, Torc
             `mask_labels` (list of `[num_masks, H, W]`, or of `[H, W]` segment maps with `return_segment_maps`)
             and `class_labels` (list of `[num_masks]`).
         """
+        if isinstance(images, list | tuple) and len(images) == 0:
+            raise ValueError("`images` is empty: pass at least one image.")
         return super().preprocess(images, segmentation_maps, instance_id_to_semantic_id, segments_info, **kwargs)
+
+    @staticmethod
+    def _gray_to_rgb(images: Any, do_convert_rgb: bool) -> Any:
+        """2-D (grayscale) numpy/torch images as 3-channel ones when `do_convert_rgb` (PIL images convert
+        themselves); without it a 2-D image is a clear error."""
+        if isinstance(images, list | tuple):
+            return [SeriesSegmentationImageProcessorBase._gray_to_rgb(image, do_convert_rgb) for image in images]
+        if isinstance(images, np.ndarray | torch.Tensor) and images.ndim == 2:
+            if not do_convert_rgb:
+                raise ValueError(f"Got a 2-D (grayscale) image of shape {tuple(images.shape)}; pass "
+                                 "`do_convert_rgb=True` to convert it to RGB.")
+            return np.repeat(images[..., None], 3, -1) if isinstance(images, np.ndarray) else images.expand(3, *images.shape)
+        return images
 
     @staticmethod
     def _check_raw_channels(images: Any) -> None:
@@ -236,6 +251,7 @@ class SeriesSegmentationImageProcessorBase(SegmentationPostProcessingMixin, Torc
         device: str | torch.device | None = None,
         **kwargs: Any,
     ) -> BatchFeature:
+        images = self._gray_to_rgb(images, bool(do_convert_rgb if do_convert_rgb is not None else self.do_convert_rgb))
         self._check_raw_channels(images)
         prepared = self._prepare_image_like_inputs(
             images=images, do_convert_rgb=do_convert_rgb, input_data_format=input_data_format, device=device
