@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,13 @@ from hf_maskformer_series.data.synthetic_video import SyntheticVideoConfig, gene
 
 MODEL_ARGS = ["--num_queries", "8", "--crop_size", "64"]  # image tasks
 
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous: parallel test runs must not collide)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory) -> Path:
@@ -145,7 +153,7 @@ def test_two_processes_give_the_files_and_metrics_of_one(synthetic_dir, panoptic
     arguments = ["--model_name_or_path", str(model_dir), "--task", "panoptic", "--data_dir", str(synthetic_dir),
                  "--per_device_eval_batch_size", "2", "--dataloader_num_workers", "0", "--panoptic_threshold", "0.5"]
     for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                                 "--master_port", "29531"])):
+                                                 "--master_port", str(free_port())])):
         completed = subprocess.run(
             [sys.executable, *launcher, str(REPO / "examples" / "evaluate.py"), *arguments, "--output_dir",
              str(tmp_path / name)], env=environment, capture_output=True, text=True, timeout=300,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,13 @@ TINY_ARGS = [
     "--checkpointing_steps", "0",
 ]
 
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous: parallel test runs must not collide)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory) -> Path:
@@ -421,7 +429,7 @@ def test_two_processes_give_the_single_process_loss(tmp_path, monkeypatch):
                         *common, "--per_device_train_batch_size", "1"]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     completed = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
          __file__, *distributed_args],
         env=environment, capture_output=True, text=True, timeout=240,
     )
