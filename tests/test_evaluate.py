@@ -9,7 +9,6 @@ import importlib.util
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from tests._launch import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # appended, not prepended: examples/evaluate.py must not shadow the `evaluate` library for other tests
@@ -40,12 +41,6 @@ from hf_maskformer_series.data.synthetic_video import SyntheticVideoConfig, gene
 MODEL_ARGS = ["--num_queries", "8", "--crop_size", "64"]  # image tasks
 
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (for torchrun's rendezvous: parallel test runs must not collide)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from tests._launch import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # appended, not prepended: examples/evaluate.py must not shadow the `evaluate` library for other tests
@@ -41,12 +42,6 @@ TINY_ARGS = [
 ]
 
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on now (for torchrun's rendezvous: parallel test runs must not collide)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 @pytest.fixture(scope="module")
 def synthetic_dir(tmp_path_factory) -> Path:
