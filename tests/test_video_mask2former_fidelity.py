@@ -33,13 +33,7 @@ def fixture_config() -> SeriesVideoMask2FormerConfig:
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The small model runs much faster on one thread (and does not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForUniversalSegmentatio
 import hf_maskformer_series as hms
 from tests._tiny_configs import tiny_mask2former_kwargs
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models run much faster on one thread (and do not fight other processes for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_video_config(**overrides) -> hms.SeriesVideoMask2FormerConfig:

@@ -11,13 +11,7 @@ from transformers import pipeline
 import hf_maskformer_series as hms
 from tests._tiny_configs import tiny_mask2former_kwargs
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
