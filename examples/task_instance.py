@@ -67,7 +67,7 @@ class MaskAPMetric:
 class InstanceTask(ImageTask):
     name = "instance"
     metric_key = "map"
-    metric_description = "COCO mask AP (pycocotools), in %"
+    metric_description = "COCO mask AP (equal to pycocotools), in %"
     hub_columns = ("image", "objects")
 
     def add_inference_arguments(self, parser: argparse.ArgumentParser) -> None:
