@@ -361,6 +361,8 @@ def resized_mask_logit_blocks(
         mask_logits: ``[count, h, w]``.
         geometry: the image's :class:`MaskGeometry`.
         out: optional ``[H, W, count]`` float32 buffer the blocks are written into (the yielded blocks are its rows).
+            Without it every block is written into one block-sized buffer: a block is valid until the next one
+            is produced, and may be used as scratch memory.
 
     Yields:
         ``(start, stop, block)``: output rows ``start:stop`` as a ``[stop - start, W, count]`` float32 block,
@@ -374,10 +376,11 @@ def resized_mask_logit_blocks(
     # width first: [count * h, w] x [W, w]^T, then laid out [h, W * count] for the banded row products
     widened = linear(mask_logits.reshape(count * height, width).float(), columns).view(count, height, out_width)
     widened = widened.permute(1, 2, 0).reshape(height, out_width * count)
+    scratch = None
     if out is None:
-        out = torch.empty(out_height, out_width, count, dtype=torch.float32, device=mask_logits.device)
+        scratch = torch.empty(_BAND_ROWS, out_width, count, dtype=torch.float32, device=mask_logits.device)
     for start, stop, first, last in blocks:
-        block = out[start:stop]
+        block = out[start:stop] if scratch is None else scratch[: stop - start]
         torch.mm(rows[start:stop, first:last], widened[first:last], out=block.view(stop - start, out_width * count))
         yield start, stop, block
 
@@ -646,10 +649,10 @@ def select_panoptic_queries(
 def _count_true(flags: torch.Tensor) -> torch.Tensor:
     """Column counts ``[n]`` of a bool ``[pixels, n]`` matrix, as int64.
 
-    The bytes are summed as uint8 in a ``[pixels / g, g * n]`` view (``g * n`` a multiple of 64, at least 1024),
-    64 rows at a time: a reduction over a short outer dimension with a wide contiguous inner one vectorises on CPU,
-    while summing the ``[pixels, n]`` bools directly, a long outer dimension or a float matrix product is 3-10x
-    slower. Exact (int32 partial sums of at most 64 · 255).
+    The bytes are summed in a ``[pixels / g, g * n]`` view (``g * n`` a multiple of 64, at least 1024), 128 rows
+    at a time into int16: a reduction over a short outer dimension with a wide contiguous inner one vectorises on
+    CPU, while summing the ``[pixels, n]`` bools directly, a long outer dimension or a float matrix product is
+    3-10x slower. Exact (partial sums of at most 128).
     """
     pixels, columns = flags.shape
     base = 64 // math.gcd(columns, 64)  # the fewest rows whose bytes fill whole 64-byte lines
@@ -657,8 +660,8 @@ def _count_true(flags: torch.Tensor) -> torch.Tensor:
     whole = pixels // group * group
     wide = flags[:whole].contiguous().view(torch.uint8).view(whole // group, group * columns)
     partial = torch.zeros(group * columns, dtype=torch.int64, device=flags.device)
-    for chunk in wide.split(64):
-        partial += chunk.sum(0, dtype=torch.int32)
+    for chunk in wide.split(128):
+        partial += chunk.sum(0, dtype=torch.int16)  # at most 128 per chunk
     counts = partial.view(group, columns).sum(0)
     if whole < pixels:
         counts += flags[whole:].sum(0, dtype=torch.int64)
@@ -919,20 +922,57 @@ def _mask_scores(
     With `overwrite`, float32 `mask_logits` serve as scratch memory (fresh full-size buffers cost page faults).
     """
     spatial, count = mask_logits.shape[1:], mask_logits.shape[0]
-    overwrite = overwrite and mask_logits.dtype == torch.float32
     # [pixels, n]: a free view when the logits are pixel-major
     logits_last = mask_logits.float().movedim(0, -1).reshape(math.prod(spatial), count)
-    binary_last = logits_last > mask_logit_threshold(mask_threshold)
-    probs = logits_last.sigmoid_() if overwrite else logits_last.sigmoid()
+    if not overwrite and logits_last.untyped_storage().data_ptr() == mask_logits.untyped_storage().data_ptr():
+        logits_last = logits_last.clone()  # a view of the caller's logits: do not overwrite them
+    binary_last = torch.empty(logits_last.shape, dtype=torch.bool, device=logits_last.device)
+    inside_sum, areas = _mask_sums(logits_last, mask_threshold, binary_last)
+    mask_scores = (inside_sum / (areas.double() + 1e-6)).float()
+    return binary_last.view(*spatial, count).movedim(-1, 0), mask_scores, areas
+
+
+def _mask_sums(
+    logits_last: torch.Tensor, mask_threshold: float, binary_out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per mask: the sum of the probabilities inside the binary mask and its area, over a block of pixels.
+
+    Args:
+        logits_last: ``[pixels, n]`` float32 mask logits (overwritten).
+        mask_threshold: probability threshold (strict), applied in logit space.
+        binary_out: ``[pixels, n]`` bool, receives the binary masks.
+
+    Returns:
+        ``inside_sum [n]`` float64 and ``areas [n]`` int64.
+    """
+    torch.gt(logits_last, mask_logit_threshold(mask_threshold), out=binary_out)
+    areas = _count_true(binary_out)
     # sum of the probabilities inside = sum of max(prob - t, 0) + t x area (sigmoid is monotonic), all in place:
     # multiplying by a bool tensor or a fresh 0/1 buffer costs several times more on CPU
-    pixels = probs.shape[0]
-    areas = _count_true(binary_last)
-    excess = probs.sub_(mask_threshold).clamp_(min=0)
-    ones = torch.ones(1, pixels, dtype=excess.dtype, device=excess.device)
-    inside_sum = (ones @ excess).squeeze(0) + mask_threshold * areas.to(excess.dtype)
-    mask_scores = inside_sum / (areas.to(excess.dtype) + 1e-6)
-    return binary_last.view(*spatial, count).movedim(-1, 0), mask_scores, areas
+    excess = logits_last.sigmoid_().sub_(mask_threshold).clamp_(min=0)
+    ones = torch.ones(1, excess.shape[0], dtype=excess.dtype, device=excess.device)
+    inside_sum = (ones @ excess).squeeze(0).double() + mask_threshold * areas.double()
+    return inside_sum, areas
+
+
+def _resized_mask_scores(
+    mask_logits: torch.Tensor, geometry: MaskGeometry, mask_threshold: float, with_binary: bool = True
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """:func:`_mask_scores` of the masks resized to `geometry`'s output, a band of rows at a time: only the
+    binary masks are written at full size (pixel-major ``[n, H, W]`` bool; None without `with_binary`)."""
+    count = mask_logits.shape[0]
+    out_height, out_width = geometry.output
+    device = mask_logits.device
+    binary = torch.empty(out_height if with_binary else _BAND_ROWS, out_width, count, dtype=torch.bool, device=device)
+    inside_sum = torch.zeros(count, dtype=torch.float64, device=device)
+    areas = torch.zeros(count, dtype=torch.int64, device=device)
+    for start, stop, block in resized_mask_logit_blocks(mask_logits, geometry):
+        binary_block = binary[start:stop] if with_binary else binary[: stop - start]
+        block_sum, block_areas = _mask_sums(block.view(-1, count), mask_threshold, binary_block.view(-1, count))
+        inside_sum += block_sum
+        areas += block_areas
+    mask_scores = (inside_sum / (areas.double() + 1e-6)).float()
+    return binary.movedim(-1, 0) if with_binary else None, mask_scores, areas
 
 
 _SCORE_MARGIN = 1e-4  # relative float rounding allowance when a score bound drops a candidate
@@ -966,9 +1006,14 @@ def instance_selection(
         class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
     unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
     logits = mask_pred[unique_queries]
+    # with a threshold and a geometry, the scores come first (no full-size array) and only the kept masks are
+    # resized again into binary masks
+    two_passes = geometry is not None and threshold is not None
     if geometry is not None:
-        logits = resize_mask_logits(logits, geometry)
-    unique_binary, unique_mask_scores, areas = _mask_scores(logits, mask_threshold, overwrite=geometry is not None)
+        unique_binary, unique_mask_scores, areas = _resized_mask_scores(
+            logits, geometry, mask_threshold, with_binary=not two_passes)
+    else:
+        unique_binary, unique_mask_scores, areas = _mask_scores(logits, mask_threshold, overwrite=False)
     scores = class_scores * unique_mask_scores[inverse]
     if threshold is None:
         order = torch.argsort(scores, descending=True, stable=True)
@@ -976,9 +1021,13 @@ def instance_selection(
         non_empty = areas[inverse] > 0
         order = ((scores >= threshold) & non_empty).nonzero().flatten()
         order = order[torch.argsort(scores[order], descending=True, stable=True)]
+    mask_index = inverse[order]
+    if two_passes:
+        kept, mask_index = torch.unique(mask_index, return_inverse=True)
+        unique_binary = _resized_mask_scores(logits[kept], geometry, mask_threshold)[0]
     return {
         "unique_masks": unique_binary,
-        "mask_index": inverse[order],
+        "mask_index": mask_index,
         "scores": scores[order],
         "labels": labels[order],
         "query_indices": query_indices[order],
@@ -1015,7 +1064,7 @@ def instance_inference(
         decreasing score (the original leaves the order of ``topk(sorted=False)``).
     """
     found = instance_selection(mask_cls, mask_pred, top_k, mask_threshold, excluded_label_ids, geometry, threshold)
-    masks = found.pop("unique_masks").contiguous().index_select(0, found.pop("mask_index"))
+    masks = found.pop("unique_masks")[found.pop("mask_index")]  # gathers from pixel-major memory
     return {"masks": masks, **found}
 
 
@@ -1291,7 +1340,7 @@ class SegmentationPostProcessingMixin:
             )
             survivors = torch.arange(found["mask_index"].numel(), device=class_logits.device)
             if return_binary_maps or return_coco_annotation:
-                binary = found["unique_masks"].contiguous().index_select(0, found["mask_index"])
+                binary = found["unique_masks"][found["mask_index"]]
                 if return_binary_maps:
                     segmentation = binary.float()
                 else:
