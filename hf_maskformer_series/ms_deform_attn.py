@@ -127,7 +127,8 @@ class _SamplingPlan:
         corner_weights: `[batch * queries * heads, levels * points, 4]`, bilinear weight × attention weight.
         fraction: `[batch, queries, heads, levels, points, 2]`, position inside the pixel cell, (fx, fy).
         sizes: `[levels, points, 2]`, `(W_l, H_l)`.
-        pixels_raw: `[batch, queries, heads, levels, points, 2]`, unclamped pixel coordinates.
+        inside: bool `[batch, queries, heads, levels, points, 2]`, where the clamp of the pixel coordinates passes
+            gradients (the coordinate is within `[-1, size]`); None unless requested.
     """
 
     rows: torch.Tensor
@@ -135,7 +136,7 @@ class _SamplingPlan:
     corner_weights: torch.Tensor
     fraction: torch.Tensor
     sizes: torch.Tensor
-    pixels_raw: torch.Tensor
+    inside: torch.Tensor | None
 
 
 def _sampling_plan(
@@ -144,6 +145,7 @@ def _sampling_plan(
     spatial_shapes_list: list[tuple[int, int]],
     geometry: _TableGeometry,
     heads: int,
+    with_inside: bool = False,
 ) -> _SamplingPlan:
     """Corner rows and weights of every sampling point (differentiable in locations and attention weights).
 
@@ -188,7 +190,8 @@ def _sampling_plan(
     corner_offsets = corner_offsets.view(levels, 1, 4).expand(levels, points, 4).reshape(levels * points, 4)
 
     corner_weights = _corner_weights(fraction, attention_weights)
-    return _SamplingPlan(rows, corner_offsets, corner_weights, fraction, sizes, raw)
+    inside = pixels == raw if with_inside else None  # False where clamped, and for NaN
+    return _SamplingPlan(rows, corner_offsets, corner_weights, fraction, sizes, inside)
 
 
 def _corner_weights(fraction: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
@@ -244,11 +247,10 @@ class _DeformableAttentionFunction(torch.autograd.Function):
         ):
             interior.copy_(level.view(interior.shape))
         table_rows = table.view(-1, head_dim)
-        plan = _sampling_plan(sampling_locations, attention_weights, list(spatial_shapes), geometry, heads)
+        plan = _sampling_plan(sampling_locations, attention_weights, list(spatial_shapes), geometry, heads,
+                              with_inside=ctx.needs_input_grad[1])
         output = _gather(table_rows, plan)
-        # where the clamp passes gradients to the locations
-        inside = (plan.pixels_raw >= -1) & (plan.pixels_raw <= plan.sizes) if ctx.needs_input_grad[1] else None
-        ctx.save_for_backward(table_rows, attention_weights, plan.rows, plan.fraction, inside)
+        ctx.save_for_backward(table_rows, attention_weights, plan.rows, plan.fraction, plan.inside)
         ctx.corner_offsets = plan.corner_offsets
         ctx.sizes = plan.sizes
         ctx.geometry = geometry
