@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
+from .gelu_linear import lean_feed_forward
 from .ms_deform_attn import MultiScaleDeformableAttention, attention_weights_softmax
 from .position_encoding import SinePositionEmbedding
 from .positioned_linear import positioned_linear
@@ -137,10 +138,7 @@ class DeformableEncoderLayer(nn.Module):
         """`[batch, sequence, embed_dim]` → same shape."""
         attended = self.self_attn(hidden_states, position_embeddings, layout)
         hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(attended, self.dropout, self.training))
-        intermediate = self.fc1(hidden_states)
-        # ReLU in place: one `[batch, sequence, ffn_dim]` buffer instead of two (fc1 keeps its input, not its output)
-        intermediate = intermediate.relu_() if isinstance(self.activation, nn.ReLU) else self.activation(intermediate)
-        feed_forward = self.fc2(F.dropout(intermediate, self.dropout, self.training))
+        feed_forward = lean_feed_forward(self, hidden_states)
         return self.final_layer_norm(hidden_states + F.dropout(feed_forward, self.dropout, self.training))
 
 

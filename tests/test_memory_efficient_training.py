@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.activations import ACT2FN
 
 from hf_maskformer_series.criterion import (
     _MASKS_PER_CHUNK,
@@ -16,6 +17,7 @@ from hf_maskformer_series.criterion import (
     sigmoid_focal_loss,
 )
 from hf_maskformer_series.deformable_pixel_decoder import DeformableEncoderLayer, MultiScaleLayout
+from hf_maskformer_series.gelu_linear import gelu_linear, lean_feed_forward, make_mlps_memory_lean
 from hf_maskformer_series.ms_deform_attn import (
     _gather,
     _padded_value_table,
@@ -26,6 +28,7 @@ from hf_maskformer_series.ms_deform_attn import (
     multi_scale_deformable_attention,
 )
 from hf_maskformer_series.positioned_linear import positioned_linear
+from tests._tiny_configs import tiny_swin
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -273,3 +276,77 @@ def test_full_resolution_mask_losses_keep_nothing_of_full_resolution():
     with _SavedBytes(exclude=[mask_logits]) as saved:
         _FullResolutionMaskLosses.apply(mask_logits, torch.zeros_like(index), index, 12.0, targets)
     assert saved.total <= 2 * index.numel() * 8  # the two index vectors
+
+
+# --- GELU → Linear and the feed-forward blocks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_linear_keeps_only_its_input_and_gives_autograd_gradients(approximate):
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, 24, dtype=torch.float64, requires_grad=True)
+    linear = nn.Linear(24, 10, dtype=torch.float64)
+    plain = _plain_copy(linear)
+    upstream = torch.randn(3, 7, 10, dtype=torch.float64)
+    with _SavedBytes(exclude=list(linear.parameters())) as saved:
+        output = gelu_linear(hidden, linear, approximate)
+    output.backward(upstream)
+    lean = [hidden.grad.clone(), linear.weight.grad, linear.bias.grad]
+    hidden.grad = None
+    expected = gelu_linear(hidden, plain, approximate)  # a Linear subclass: plain autograd
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, [hidden.grad, plain.weight.grad, plain.bias.grad]):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert list(saved.storages) == [hidden.untyped_storage().data_ptr()]
+
+
+class _FeedForward(nn.Module):
+    def __init__(self, activation: str, dropout: float):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 32, dtype=torch.float64), nn.Linear(32, 8, dtype=torch.float64)
+        self.activation = ACT2FN[activation]
+        self.dropout = dropout
+
+
+@pytest.mark.parametrize(("activation", "dropout"), [("relu", 0.0), ("relu", 0.3), ("gelu", 0.0), ("gelu", 0.3),
+                                                     ("silu", 0.0)])
+def test_lean_feed_forward_equals_the_plain_block(activation, dropout):
+    torch.manual_seed(0)
+    block = _FeedForward(activation, dropout).train()
+    states = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 5, 8, dtype=torch.float64)
+    torch.manual_seed(1)
+    with _SavedBytes(exclude=list(block.parameters())) as saved:
+        output = lean_feed_forward(block, states)
+    output.backward(upstream)
+    lean = [states.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+    states.grad = None
+    block.zero_grad()
+    torch.manual_seed(1)
+    expected = block.fc2(F.dropout(block.activation(block.fc1(states)), dropout, True))
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, [states.grad] + [p.grad for p in block.parameters()]):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    if activation in ("relu", "gelu") and dropout == 0.0:  # the input and one [2, 5, 32] tensor
+        assert saved.total == states.numel() * 8 + 2 * 5 * 32 * 8
+
+
+def test_make_mlps_memory_lean_keeps_a_swin_backbones_results():
+    from transformers import AutoBackbone
+
+    torch.manual_seed(0)
+    backbone = AutoBackbone.from_config(tiny_swin(drop_path_rate=0.0)).double().train()
+    reference = AutoBackbone.from_config(tiny_swin(drop_path_rate=0.0)).double().train()
+    reference.load_state_dict(backbone.state_dict())
+    assert make_mlps_memory_lean(backbone) == sum(1 for m in backbone.modules() if type(m).__name__ == "SwinMLP") > 0
+    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    outputs = [model(pixels).feature_maps for model in (backbone, reference)]
+    for maps in outputs:
+        sum((feature * torch.linspace(-1, 1, feature.numel(), dtype=torch.float64).view_as(feature)).sum()
+            for feature in maps).backward()
+    for feature, expected in zip(*outputs):
+        torch.testing.assert_close(feature, expected, rtol=0, atol=0)
+    for (name, parameter), expected in zip(backbone.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-10, atol=1e-12, msg=name)

@@ -1,0 +1,110 @@
+"""`linear(gelu(x))` that keeps only `x` for backward, the second half of a transformer MLP.
+
+Autograd through `fc2(gelu(h))` keeps both `h` (for GELU's backward) and `gelu(h)` (for fc2's weight gradient):
+two `[tokens, 4 * channels]` tensors per MLP, the largest activations of a Swin or DETR-style block. This op keeps
+`h` only and evaluates `gelu(h)` again in backward (one elementwise pass; the same kernel on the same input, so the
+same values), and GELU's derivative comes from ATen's own `gelu_backward`. Outputs and gradients are those of
+autograd through `F.linear(F.gelu(h), W, b)`.
+
+`make_mlps_memory_lean(module)` switches transformers' `fc1 → GELU → fc2` MLP blocks (e.g. the `SwinMLP`s of a Swin
+backbone) inside `module` to this op.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import GELUActivation
+
+from .ms_deform_attn import is_tracing
+
+
+class _GeluLinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, approximate: str):
+        ctx.save_for_backward(hidden, weight)
+        ctx.approximate = approximate
+        return F.linear(F.gelu(hidden, approximate=approximate), weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        hidden, weight = ctx.saved_tensors
+        grad_2d = grad_output.reshape(-1, grad_output.shape[-1])
+        grad_hidden = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            activated = F.gelu(hidden, approximate=ctx.approximate)
+            grad_weight = grad_2d.t().mm(activated.reshape(-1, hidden.shape[-1]))
+            del activated
+        if ctx.needs_input_grad[2]:
+            grad_bias = grad_2d.sum(0)
+        if ctx.needs_input_grad[0]:
+            grad_activated = grad_2d.mm(weight).view(hidden.shape)
+            grad_hidden = torch.ops.aten.gelu_backward(grad_activated, hidden, approximate=ctx.approximate)
+        return grad_hidden, grad_weight, grad_bias, None
+
+
+def gelu_linear(hidden: torch.Tensor, linear: nn.Linear, approximate: str = "none") -> torch.Tensor:
+    """`linear(F.gelu(hidden, approximate))`, keeping only `hidden` for backward.
+
+    Args:
+        hidden: `[..., in_features]` (the MLP's first projection).
+        linear: an `nn.Linear(in_features, out_features)`; anything else (a subclass, an adapter) is called as a
+            module, as it is while tracing or without autograd.
+        approximate: GELU's `"none"` (erf) or `"tanh"`.
+
+    Returns:
+        `[..., out_features]`.
+    """
+    plain = not torch.is_grad_enabled() or is_tracing() or type(linear) is not nn.Linear
+    if plain:
+        return linear(F.gelu(hidden, approximate=approximate))
+    return _GeluLinearFunction.apply(hidden, linear.weight, linear.bias, approximate)
+
+
+def lean_feed_forward(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
+    """`layer.fc2(dropout(layer.activation(layer.fc1(x))))` of a transformer layer, keeping one `[..., ffn_dim]`
+    tensor for backward: ReLU runs in place on the output of an `nn.Linear` fc1 (which fc1 does not keep); exact GELU (without
+    dropout) goes through `gelu_linear`. Other activations run as they are. `[..., dim]` → `[..., dim]`.
+
+    `layer` has `fc1`, `fc2`, `activation` (a module, e.g. from transformers' `ACT2FN`) and `dropout` (a rate).
+    """
+    hidden = layer.fc1(hidden_states)
+    activation = layer.activation
+    dropout = layer.dropout if layer.training else 0.0
+    if type(activation) is GELUActivation and activation.act is F.gelu and dropout == 0.0:
+        return gelu_linear(hidden, layer.fc2)
+    in_place = type(activation) is nn.ReLU and type(layer.fc1) is nn.Linear
+    hidden = hidden.relu_() if in_place else activation(hidden)
+    return layer.fc2(F.dropout(hidden, dropout, layer.training))
+
+
+def _lean_mlp_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    return gelu_linear(self.fc1(hidden_states), self.fc2)
+
+
+def make_mlps_memory_lean(module: nn.Module) -> int:
+    """Run every `fc1 → GELUActivation → fc2` block inside `module` with `gelu_linear` (same results).
+
+    A block is a submodule with `nn.Linear` attributes `fc1` and `fc2`, an exact-GELU `activation_fn`
+    (transformers' `GELUActivation`) and a `forward(hidden_states)` that chains them (transformers' `SwinMLP`).
+
+    Returns:
+        The number of blocks switched.
+    """
+    count = 0
+    for block in module.modules():
+        activation = getattr(block, "activation_fn", None)
+        linears = (getattr(block, "fc1", None), getattr(block, "fc2", None))
+        if (
+            type(activation) is GELUActivation
+            and activation.act is F.gelu
+            and all(type(linear) is nn.Linear for linear in linears)
+            and type(block).__name__.endswith("MLP")
+        ):
+            block.forward = types.MethodType(_lean_mlp_forward, block)
+            count += 1
+    return count
