@@ -599,10 +599,16 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
     results = []
     for kind in ("panoptic", "instance", "semantic"):
         kwargs = {"panoptic": panoptic_kwargs, "instance": instance_kwargs, "semantic": {}}[kind]
-        timed_kwargs = dict(kwargs, threshold=threshold) if kwargs else kwargs
         ours_fn = getattr(ours_proc, f"post_process_{kind}_segmentation")
         their_fn = getattr(their_proc, f"post_process_{kind}_segmentation")
         check_kwargs = dict(kwargs, return_binary_maps=True) if kind == "instance" else kwargs
+        kind_threshold = threshold
+        if kind == "instance":
+            # the instance threshold applies to class x mask scores: the one keeping 20 instances; binary maps
+            # (an instance-id map keeps only the instances that own pixels: one, on an untrained model)
+            kind_threshold = _instance_threshold_keeping(
+                ours_fn, timed_outputs, target, check_kwargs, settings.num_segments)
+        timed_kwargs = dict(check_kwargs, threshold=kind_threshold) if kwargs else kwargs
         a = ours_fn(square_outputs, target_sizes=target, **check_kwargs)[0]
         b = their_fn(square_outputs, target_sizes=target, **check_kwargs)[0]
         if kind == "semantic":
@@ -624,9 +630,19 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
         results.append(Result(
             "postprocess", pair.family.name, f"{kind}, model outputs {shape[0]}×{shape[1]} → {height}×{width}",
             ours_s, theirs_s, text, ok, target=TARGETS["postprocess"],
-            note=f"threshold {threshold:.4f} (keeps {settings.num_segments} queries)" if kind != "semantic" else "",
+            note={"panoptic": f"threshold {threshold:.4f} (keeps {settings.num_segments} queries)",
+                  "instance": f"threshold {kind_threshold:.4f} (keeps {settings.num_segments} instances)",
+                  "semantic": ""}[kind],
         ))
     return results
+
+
+def _instance_threshold_keeping(post_process, outputs, target: list, kwargs: dict, count: int) -> float:
+    """The instance-score threshold (class probability x mean mask probability) halfway between the `count`-th
+    and the next instance that `post_process` returns at threshold 0 (0 when it returns `count` or fewer)."""
+    segments = post_process(outputs, target_sizes=target, **dict(kwargs, threshold=0.0))[0]["segments_info"]
+    scores = sorted((segment["score"] for segment in segments), reverse=True)
+    return (scores[count - 1] + scores[count]) / 2 if len(scores) > count else 0.0
 
 
 def _annotation_label_map(annotations: list[dict], names: list[str], size: tuple[int, int]) -> np.ndarray:

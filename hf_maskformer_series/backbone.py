@@ -11,6 +11,8 @@ from huggingface_hub import constants as hub_constants
 from torch import nn
 from transformers import AutoBackbone, PreTrainedConfig, TimmBackbone
 
+from .ms_deform_attn import is_tracing
+
 
 def _require_hub(name: str) -> None:
     """Fail at once, in one line, where pretrained weights cannot be downloaded (instead of minutes of retries).
@@ -75,8 +77,16 @@ def backbone_channels(backbone: nn.Module) -> list[int]:
 
 
 def backbone_feature_maps(backbone: nn.Module, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-    """`pixel_values [batch, 3, H, W]` → 4 maps `[batch, C_i, H / s_i, W / s_i]` for s = 4, 8, 16, 32."""
-    return list(backbone(pixel_values).feature_maps)
+    """`pixel_values [batch, 3, H, W]` → 4 maps `[batch, C_i, H / s_i, W / s_i]` for s = 4, 8, 16, 32.
+
+    On CPU the input and the maps are channels-last (`[batch, H, W, C]` in memory): oneDNN's convolutions run on
+    that layout without reordering (the backbone's and the pixel decoder's), and flattening a map into
+    `[batch, H·W, C]` tokens is a view.
+    """
+    if pixel_values.device.type != "cpu" or is_tracing():
+        return list(backbone(pixel_values).feature_maps)
+    maps = backbone(pixel_values.contiguous(memory_format=torch.channels_last)).feature_maps
+    return [feature_map.contiguous(memory_format=torch.channels_last) for feature_map in maps]
 
 
 def freeze_batch_norm(module: nn.Module) -> None:

@@ -26,6 +26,7 @@ from .modeling_common import (
     wants_auxiliary_logits,
 )
 from .modeling_outputs import SeriesSegmentationModelOutput, SeriesUniversalSegmentationOutput
+from .onednn_layers import use_onednn_layers
 from .validation import validate_pixel_mask, validate_pixel_values, validate_targets
 
 
@@ -117,6 +118,7 @@ class SeriesMask2FormerPreTrainedModel(HubKernelsMixin, PreTrainedModel):
         super().post_init()
         # before each forward: use the Hub deformable-attention kernel on CUDA unless turned off (kernel_loading.py)
         self.register_forward_pre_hook(kernel_forward_pre_hook)
+        use_onednn_layers(self)  # float32 CPU inference through oneDNN (onednn_layers.py)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialisation of the original implementation (only touches parameters not loaded from a checkpoint)."""

@@ -27,6 +27,7 @@ from .modeling_common import (
     wants_auxiliary_logits,
 )
 from .modeling_outputs import SeriesSegmentationModelOutput, SeriesUniversalSegmentationOutput
+from .onednn_layers import use_onednn_layers
 from .validation import validate_pixel_mask, validate_pixel_values, validate_targets
 
 
@@ -81,6 +82,10 @@ class SeriesMaskFormerPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("image",)
     _no_split_modules = ["DetrDecoderLayer", "DetrEncoderLayer"]
+
+    def post_init(self) -> None:
+        super().post_init()
+        use_onednn_layers(self)  # float32 CPU inference through oneDNN (onednn_layers.py)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Initialisation of the original implementation (only touches parameters not loaded from a checkpoint)."""

@@ -38,13 +38,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
+
+from .onednn_layers import linear
 
 __all__ = [
     "MaskGeometry",
@@ -63,6 +65,7 @@ __all__ = [
     "panoptic_inference",
     "query_logits",
     "resize_mask_logits",
+    "resized_mask_logit_blocks",
     "select_panoptic_queries",
     "select_top_k_query_classes",
     "semantic_inference",
@@ -332,7 +335,7 @@ def _resize_operators(
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[tuple[int, int, int, int], ...]]:
     """The upsample → crop → resize chain as one linear map per axis.
 
-    Returns ``rows [H, h]`` (float32), ``columns_t [w, W]`` (float32) and the row blocks ``(start, stop, first,
+    Returns ``rows [H, h]`` (float32), ``columns [W, w]`` (float32) and the row blocks ``(start, stop, first,
     last)``: output rows ``start:stop`` read only input rows ``first:last`` (each output row reads 2-4 input rows).
     """
     axes = []
@@ -345,7 +348,41 @@ def _resize_operators(
         used = rows[start : start + _BAND_ROWS].ne(0).any(0).nonzero().flatten()
         first, last = (int(used[0]), int(used[-1]) + 1) if used.numel() else (0, 1)
         blocks.append((start, min(start + _BAND_ROWS, rows.shape[0]), first, last))
-    return rows.float(), columns.t().float().contiguous(), tuple(blocks)
+    return rows.float(), columns.float(), tuple(blocks)
+
+
+def resized_mask_logit_blocks(
+    mask_logits: torch.Tensor, geometry: MaskGeometry, out: torch.Tensor | None = None
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """:func:`resize_mask_logits` a band of output rows at a time (the per-pixel work that follows then runs on a
+    block that stays in cache instead of on the full-size array).
+
+    Args:
+        mask_logits: ``[count, h, w]``.
+        geometry: the image's :class:`MaskGeometry`.
+        out: optional ``[H, W, count]`` float32 buffer the blocks are written into (the yielded blocks are its rows).
+            Without it every block is written into one block-sized buffer: a block is valid until the next one
+            is produced, and may be used as scratch memory.
+
+    Yields:
+        ``(start, stop, block)``: output rows ``start:stop`` as a ``[stop - start, W, count]`` float32 block,
+        pixel-major (the masks innermost).
+    """
+    mask_logits = mask_logits.detach()  # post-processing is not differentiable (thresholds, argmax)
+    count, height, width = mask_logits.shape
+    out_height, out_width = geometry.output
+    rows, columns, blocks = _resize_operators((int(height), int(width)), geometry)
+    rows, columns = rows.to(mask_logits.device), columns.to(mask_logits.device)
+    # width first: [count * h, w] x [W, w]^T, then laid out [h, W * count] for the banded row products
+    widened = linear(mask_logits.reshape(count * height, width).float(), columns).view(count, height, out_width)
+    widened = widened.permute(1, 2, 0).reshape(height, out_width * count)
+    scratch = None
+    if out is None:
+        scratch = torch.empty(_BAND_ROWS, out_width, count, dtype=torch.float32, device=mask_logits.device)
+    for start, stop, first, last in blocks:
+        block = out[start:stop] if scratch is None else scratch[: stop - start]
+        torch.mm(rows[start:stop, first:last], widened[first:last], out=block.view(stop - start, out_width * count))
+        yield start, stop, block
 
 
 def resize_mask_logits(mask_logits: torch.Tensor, geometry: MaskGeometry) -> torch.Tensor:
@@ -353,7 +390,7 @@ def resize_mask_logits(mask_logits: torch.Tensor, geometry: MaskGeometry) -> tor
 
     Equal (to float rounding, ~1e-6) to :func:`upsample_crop_resize`, the original's chain (bilinear upsampling to
     the padded input, crop, bilinear resize), which is linear per mask: here it is a product with a precomputed
-    ``[w, W]`` matrix, then a banded product with the ``[H, h]`` one, written straight into pixel-major memory;
+    ``[W, w]`` matrix, then a banded product with the ``[H, h]`` one, written straight into pixel-major memory;
     the padded-size intermediate is never materialised.
 
     Args:
@@ -364,21 +401,14 @@ def resize_mask_logits(mask_logits: torch.Tensor, geometry: MaskGeometry) -> tor
         ``[..., output_height, output_width]`` float32 logits, pixel-major in memory (the leading dimensions
         innermost: what the per-pixel reductions over queries want).
     """
-    mask_logits = mask_logits.detach()  # post-processing is not differentiable (thresholds, argmax)
     leading, (height, width) = mask_logits.shape[:-2], mask_logits.shape[-2:]
     out_height, out_width = geometry.output
     count = math.prod(leading)
-    rows, columns_t, blocks = _resize_operators((int(height), int(width)), geometry)
-    rows, columns_t = rows.to(mask_logits.device), columns_t.to(mask_logits.device)
-    if count == 0:
-        return mask_logits.new_zeros((*leading, out_height, out_width), dtype=torch.float32)
-    # width first: [count * h, w] @ [w, W], then laid out [h, W * count] for the banded row products
-    widened = (mask_logits.reshape(count * height, width).float() @ columns_t).view(count, height, out_width)
-    widened = widened.permute(1, 2, 0).reshape(height, out_width * count)
-    resized = torch.empty(out_height, out_width * count, dtype=torch.float32, device=mask_logits.device)
-    for start, stop, first, last in blocks:
-        torch.mm(rows[start:stop, first:last], widened[first:last], out=resized[start:stop])
-    return resized.view(out_height, out_width, count).permute(2, 0, 1).view(*leading, out_height, out_width)
+    resized = torch.empty(out_height, out_width, count, dtype=torch.float32, device=mask_logits.device)
+    if count:
+        for _ in resized_mask_logit_blocks(mask_logits.reshape(count, height, width), geometry, out=resized):
+            pass
+    return resized.permute(2, 0, 1).view(*leading, out_height, out_width)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -619,20 +649,23 @@ def select_panoptic_queries(
 def _count_true(flags: torch.Tensor) -> torch.Tensor:
     """Column counts ``[n]`` of a bool ``[pixels, n]`` matrix, as int64.
 
-    Float matrix-vector products over chunks of rows: several times faster on CPU than summing bools (which
-    materialises an int64 copy), and exact (0/1 sums stay integers below 2**24 in float32; more pixels than that
-    are summed in float64). The chunks keep the 0/1 copies small: a fresh full-size buffer costs page faults.
+    The bytes are summed in a ``[pixels / g, g * n]`` view (``g * n`` a multiple of 64, at least 1024), 128 rows
+    at a time into int16: a reduction over a short outer dimension with a wide contiguous inner one vectorises on
+    CPU, while summing the ``[pixels, n]`` bools directly, a long outer dimension or a float matrix product is
+    3-10x slower. Exact (partial sums of at most 128).
     """
-    dtype = torch.float32 if flags.shape[0] < 2**24 else torch.float64
-    rows = max(1, _CHUNK_ELEMENTS // max(1, flags.shape[1]))
-    ones = torch.ones(1, min(rows, flags.shape[0]), dtype=dtype, device=flags.device)
-    total = torch.zeros(1, flags.shape[1], dtype=dtype, device=flags.device)
-    for chunk in flags.split(rows):
-        total += ones[:, : chunk.shape[0]] @ chunk.to(dtype)
-    return total.squeeze(0).round().long()
-
-
-_CHUNK_ELEMENTS = 2**18  # elements per temporary chunk (1 MiB in float32)
+    pixels, columns = flags.shape
+    base = 64 // math.gcd(columns, 64)  # the fewest rows whose bytes fill whole 64-byte lines
+    group = base * -(-1024 // (base * max(1, columns)))
+    whole = pixels // group * group
+    wide = flags[:whole].contiguous().view(torch.uint8).view(whole // group, group * columns)
+    partial = torch.zeros(group * columns, dtype=torch.int64, device=flags.device)
+    for chunk in wide.split(128):
+        partial += chunk.sum(0, dtype=torch.int16)  # at most 128 per chunk
+    counts = partial.view(group, columns).sum(0)
+    if whole < pixels:
+        counts += flags[whole:].sum(0, dtype=torch.int64)
+    return counts
 
 
 def _label_set_tensor(label_ids: Iterable[int] | None, device: torch.device) -> torch.Tensor:
@@ -675,25 +708,57 @@ def panoptic_from_selection(
         probability of the segment's first query).
     """
     spatial = mask_probs.shape[1:]
-    device = mask_probs.device
-    num_selected = mask_probs.shape[0]
-    if num_selected == 0:
-        return torch.zeros(spatial, dtype=torch.int32, device=device), []
-
+    if mask_probs.shape[0] == 0:
+        return torch.zeros(spatial, dtype=torch.int32, device=mask_probs.device), []
     # per-pixel work over the queries runs on [..., n]: a free view when the probabilities are pixel-major
     probs_last = mask_probs.movedim(0, -1)
+    if not (overwrite and mask_probs.dtype == torch.float32):
+        probs_last = probs_last.float().clone()
+    votes = _panoptic_pixel_votes(probs_last, scores, mask_threshold, intersect_with_mask)
+    return _panoptic_segments(*votes, scores, labels, overlap_threshold, label_ids_to_fuse)
+
+
+def _panoptic_pixel_votes(
+    probs_last: torch.Tensor, scores: torch.Tensor, mask_threshold: float, intersect_with_mask: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The per-pixel part of the panoptic rule on a block of pixels.
+
+    Args:
+        probs_last: ``[..., n]`` float32 mask probabilities of the selected queries, queries last; overwritten.
+        scores: ``[n]`` class probabilities.
+        mask_threshold: probability threshold of a query's own mask.
+        intersect_with_mask: also return whether each pixel's winner has it in its own mask.
+
+    Returns:
+        ``winner [...]`` (the query with the largest ``score * prob``), ``winner_above [...]`` bool (or None) and
+        ``own_area [n]`` (pixels with ``prob >= mask_threshold``).
+    """
+    num_selected = probs_last.shape[-1]
     above = probs_last >= mask_threshold
-    overwrite = overwrite and mask_probs.dtype == torch.float32
-    weighted = probs_last.mul_(scores) if overwrite else probs_last * scores
-    winner = weighted.argmax(-1)  # [...]
+    own_area = _count_true(above.reshape(-1, num_selected))
+    winner = probs_last.mul_(scores).max(-1).indices  # the first maximum, as argmax (and faster)
+    winner_above = above.gather(-1, winner.unsqueeze(-1)).squeeze(-1) if intersect_with_mask else None
+    return winner, winner_above, own_area
+
+
+def _panoptic_segments(
+    winner: torch.Tensor,
+    winner_above: torch.Tensor | None,
+    own_area: torch.Tensor,
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    overlap_threshold: float,
+    label_ids_to_fuse: Iterable[int] | None,
+) -> tuple[torch.Tensor, list[dict]]:
+    """The per-segment part of the panoptic rule (see :func:`panoptic_from_selection`) from the pixel votes of
+    :func:`_panoptic_pixel_votes` over the whole image (`winner [...]`, `winner_above [...]` or None)."""
+    device = winner.device
+    num_selected = scores.shape[0]
     flat_winner = winner.flatten()
     arg_max_area = torch.bincount(flat_winner, minlength=num_selected)
-    own_area = _count_true(above.reshape(-1, num_selected))
-    if intersect_with_mask:
-        winner_above = above.gather(-1, winner.unsqueeze(-1)).squeeze(-1)  # [...] bool
+    if winner_above is not None:
         final_area = torch.bincount(flat_winner[winner_above.flatten()], minlength=num_selected)
     else:
-        winner_above = None
         final_area = arg_max_area
     exists = (arg_max_area > 0) & (own_area > 0) & (final_area > 0)
     ratio = arg_max_area.double() / own_area.clamp(min=1).double()
@@ -703,7 +768,7 @@ def panoptic_from_selection(
     fused = torch.isin(labels, fuse_ids)
     kept_indices = kept.nonzero().flatten()
     if kept_indices.numel() == 0:
-        return torch.zeros(spatial, dtype=torch.int32, device=device), []
+        return torch.zeros(winner.shape, dtype=torch.int32, device=device), []
 
     # Group key: the label for fused (stuff) queries, a unique value per query otherwise.
     label_span = int(labels.max().item()) + 1
@@ -760,16 +825,25 @@ def panoptic_inference(
     Returns:
         ``(segmentation [...] int32, segments_info)`` as in :func:`panoptic_from_selection`.
     """
+    mask_cls, mask_pred = mask_cls.detach(), mask_pred.detach()  # thresholds and argmax: not differentiable
     query_indices, scores, labels = select_panoptic_queries(mask_cls, object_mask_threshold)
     selected = mask_pred[query_indices]
-    if geometry is not None:
-        mask_probs = resize_mask_logits(selected, geometry).sigmoid_()  # a fresh buffer: used as scratch
-    else:
-        mask_probs = selected.float().sigmoid()
-    return panoptic_from_selection(
-        scores, labels, mask_probs, overlap_threshold, mask_threshold, label_ids_to_fuse, intersect_with_mask,
-        overwrite=True,
-    )
+    if geometry is None or selected.shape[0] == 0:
+        if geometry is not None:
+            return torch.zeros(geometry.output, dtype=torch.int32, device=mask_pred.device), []
+        return panoptic_from_selection(
+            scores, labels, selected.float().sigmoid(), overlap_threshold, mask_threshold, label_ids_to_fuse,
+            intersect_with_mask, overwrite=True,
+        )
+    # resize a band of rows at a time and take the pixel votes while the band is in cache
+    votes = [
+        _panoptic_pixel_votes(block.sigmoid_(), scores, mask_threshold, intersect_with_mask)
+        for _, _, block in resized_mask_logit_blocks(selected, geometry)
+    ]
+    winner = torch.cat([vote[0] for vote in votes])
+    winner_above = torch.cat([vote[1] for vote in votes]) if intersect_with_mask else None
+    own_area = torch.stack([vote[2] for vote in votes]).sum(0)
+    return _panoptic_segments(winner, winner_above, own_area, scores, labels, overlap_threshold, label_ids_to_fuse)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -848,20 +922,57 @@ def _mask_scores(
     With `overwrite`, float32 `mask_logits` serve as scratch memory (fresh full-size buffers cost page faults).
     """
     spatial, count = mask_logits.shape[1:], mask_logits.shape[0]
-    overwrite = overwrite and mask_logits.dtype == torch.float32
     # [pixels, n]: a free view when the logits are pixel-major
     logits_last = mask_logits.float().movedim(0, -1).reshape(math.prod(spatial), count)
-    binary_last = logits_last > mask_logit_threshold(mask_threshold)
-    probs = logits_last.sigmoid_() if overwrite else logits_last.sigmoid()
+    if not overwrite and logits_last.untyped_storage().data_ptr() == mask_logits.untyped_storage().data_ptr():
+        logits_last = logits_last.clone()  # a view of the caller's logits: do not overwrite them
+    binary_last = torch.empty(logits_last.shape, dtype=torch.bool, device=logits_last.device)
+    inside_sum, areas = _mask_sums(logits_last, mask_threshold, binary_last)
+    mask_scores = (inside_sum / (areas.double() + 1e-6)).float()
+    return binary_last.view(*spatial, count).movedim(-1, 0), mask_scores, areas
+
+
+def _mask_sums(
+    logits_last: torch.Tensor, mask_threshold: float, binary_out: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per mask: the sum of the probabilities inside the binary mask and its area, over a block of pixels.
+
+    Args:
+        logits_last: ``[pixels, n]`` float32 mask logits (overwritten).
+        mask_threshold: probability threshold (strict), applied in logit space.
+        binary_out: ``[pixels, n]`` bool, receives the binary masks.
+
+    Returns:
+        ``inside_sum [n]`` float64 and ``areas [n]`` int64.
+    """
+    torch.gt(logits_last, mask_logit_threshold(mask_threshold), out=binary_out)
+    areas = _count_true(binary_out)
     # sum of the probabilities inside = sum of max(prob - t, 0) + t x area (sigmoid is monotonic), all in place:
     # multiplying by a bool tensor or a fresh 0/1 buffer costs several times more on CPU
-    pixels = probs.shape[0]
-    areas = _count_true(binary_last)
-    excess = probs.sub_(mask_threshold).clamp_(min=0)
-    ones = torch.ones(1, pixels, dtype=excess.dtype, device=excess.device)
-    inside_sum = (ones @ excess).squeeze(0) + mask_threshold * areas.to(excess.dtype)
-    mask_scores = inside_sum / (areas.to(excess.dtype) + 1e-6)
-    return binary_last.view(*spatial, count).movedim(-1, 0), mask_scores, areas
+    excess = logits_last.sigmoid_().sub_(mask_threshold).clamp_(min=0)
+    ones = torch.ones(1, excess.shape[0], dtype=excess.dtype, device=excess.device)
+    inside_sum = (ones @ excess).squeeze(0).double() + mask_threshold * areas.double()
+    return inside_sum, areas
+
+
+def _resized_mask_scores(
+    mask_logits: torch.Tensor, geometry: MaskGeometry, mask_threshold: float, with_binary: bool = True
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """:func:`_mask_scores` of the masks resized to `geometry`'s output, a band of rows at a time: only the
+    binary masks are written at full size (pixel-major ``[n, H, W]`` bool; None without `with_binary`)."""
+    count = mask_logits.shape[0]
+    out_height, out_width = geometry.output
+    device = mask_logits.device
+    binary = torch.empty(out_height if with_binary else _BAND_ROWS, out_width, count, dtype=torch.bool, device=device)
+    inside_sum = torch.zeros(count, dtype=torch.float64, device=device)
+    areas = torch.zeros(count, dtype=torch.int64, device=device)
+    for start, stop, block in resized_mask_logit_blocks(mask_logits, geometry):
+        binary_block = binary[start:stop] if with_binary else binary[: stop - start]
+        block_sum, block_areas = _mask_sums(block.view(-1, count), mask_threshold, binary_block.view(-1, count))
+        inside_sum += block_sum
+        areas += block_areas
+    mask_scores = (inside_sum / (areas.double() + 1e-6)).float()
+    return binary.movedim(-1, 0) if with_binary else None, mask_scores, areas
 
 
 _SCORE_MARGIN = 1e-4  # relative float rounding allowance when a score bound drops a candidate
@@ -895,9 +1006,14 @@ def instance_selection(
         class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
     unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
     logits = mask_pred[unique_queries]
+    # with a threshold and a geometry, the scores come first (no full-size array) and only the kept masks are
+    # resized again into binary masks
+    two_passes = geometry is not None and threshold is not None
     if geometry is not None:
-        logits = resize_mask_logits(logits, geometry)
-    unique_binary, unique_mask_scores, areas = _mask_scores(logits, mask_threshold, overwrite=geometry is not None)
+        unique_binary, unique_mask_scores, areas = _resized_mask_scores(
+            logits, geometry, mask_threshold, with_binary=not two_passes)
+    else:
+        unique_binary, unique_mask_scores, areas = _mask_scores(logits, mask_threshold, overwrite=False)
     scores = class_scores * unique_mask_scores[inverse]
     if threshold is None:
         order = torch.argsort(scores, descending=True, stable=True)
@@ -905,9 +1021,13 @@ def instance_selection(
         non_empty = areas[inverse] > 0
         order = ((scores >= threshold) & non_empty).nonzero().flatten()
         order = order[torch.argsort(scores[order], descending=True, stable=True)]
+    mask_index = inverse[order]
+    if two_passes:
+        kept, mask_index = torch.unique(mask_index, return_inverse=True)
+        unique_binary = _resized_mask_scores(logits[kept], geometry, mask_threshold)[0]
     return {
         "unique_masks": unique_binary,
-        "mask_index": inverse[order],
+        "mask_index": mask_index,
         "scores": scores[order],
         "labels": labels[order],
         "query_indices": query_indices[order],
@@ -944,7 +1064,7 @@ def instance_inference(
         decreasing score (the original leaves the order of ``topk(sorted=False)``).
     """
     found = instance_selection(mask_cls, mask_pred, top_k, mask_threshold, excluded_label_ids, geometry, threshold)
-    masks = found.pop("unique_masks").contiguous().index_select(0, found.pop("mask_index"))
+    masks = found.pop("unique_masks")[found.pop("mask_index")]  # gathers from pixel-major memory
     return {"masks": masks, **found}
 
 
@@ -1220,7 +1340,7 @@ class SegmentationPostProcessingMixin:
             )
             survivors = torch.arange(found["mask_index"].numel(), device=class_logits.device)
             if return_binary_maps or return_coco_annotation:
-                binary = found["unique_masks"].contiguous().index_select(0, found["mask_index"])
+                binary = found["unique_masks"][found["mask_index"]]
                 if return_binary_maps:
                     segmentation = binary.float()
                 else:

@@ -18,6 +18,7 @@ from conversion.convert_original import (
     compare_with_fixture,
     load_original_checkpoint,
     main,
+    verification_failures,
     write_detectron2_pkl,
 )
 from conversion.detectron2_config import detect_family, load_original_config
@@ -226,8 +227,8 @@ def test_converted_fixture_matches_original(name, converted):
     levels = "fpn_features" if "fpn_features" in data else "multi_scale_features"
     expected |= {f"{levels}.{i}" for i in range(len(data[levels]))}
     assert set(differences) == expected
-    worst = max(differences, key=differences.get)
-    assert differences[worst] <= ATOL, (worst, differences[worst])
+    # 1e-4, or 1e-5 of an output's largest magnitude where that is larger (float32 summation order)
+    assert verification_failures(differences, data) == {}
 
 
 def test_converted_folder_contents_and_auto_loading(converted):
