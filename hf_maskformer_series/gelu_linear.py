@@ -20,6 +20,7 @@ from torch import nn
 from transformers.activations import GELUActivation
 
 from .ms_deform_attn import is_tracing
+from .positioned_linear import is_plain_linear
 
 
 class _GeluLinearFunction(torch.autograd.Function):
@@ -52,14 +53,14 @@ def gelu_linear(hidden: torch.Tensor, linear: nn.Linear, approximate: str = "non
 
     Args:
         hidden: `[..., in_features]` (the MLP's first projection).
-        linear: an `nn.Linear(in_features, out_features)`; anything else (a subclass, an adapter) is called as a
-            module, as it is while tracing or without autograd.
+        linear: an `nn.Linear(in_features, out_features)`; anything else (see `positioned_linear.is_plain_linear`)
+            is called as a module, as it is while tracing or without autograd.
         approximate: GELU's `"none"` (erf) or `"tanh"`.
 
     Returns:
         `[..., out_features]`.
     """
-    plain = not torch.is_grad_enabled() or is_tracing() or type(linear) is not nn.Linear
+    plain = not torch.is_grad_enabled() or is_tracing() or not is_plain_linear(linear)
     if plain:
         return linear(F.gelu(hidden, approximate=approximate))
     return _GeluLinearFunction.apply(hidden, linear.weight, linear.bias, approximate)
@@ -77,7 +78,7 @@ def lean_feed_forward(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Te
     dropout = layer.dropout if layer.training else 0.0
     if type(activation) is GELUActivation and activation.act is F.gelu and dropout == 0.0:
         return gelu_linear(hidden, layer.fc2)
-    in_place = type(activation) is nn.ReLU and type(layer.fc1) is nn.Linear
+    in_place = type(activation) is nn.ReLU and is_plain_linear(layer.fc1)
     hidden = hidden.relu_() if in_place else activation(hidden)
     return layer.fc2(F.dropout(hidden, dropout, layer.training))
 
@@ -89,7 +90,7 @@ def _lean_mlp_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 def make_mlps_memory_lean(module: nn.Module) -> int:
     """Run every `fc1 → GELUActivation → fc2` block inside `module` with `gelu_linear` (same results).
 
-    A block is a submodule with `nn.Linear` attributes `fc1` and `fc2`, an exact-GELU `activation_fn`
+    A block is a submodule with plain linear (`is_plain_linear`) attributes `fc1` and `fc2`, an exact-GELU `activation_fn`
     (transformers' `GELUActivation`) and a `forward(hidden_states)` that chains them (transformers' `SwinMLP`).
 
     Returns:
@@ -102,7 +103,7 @@ def make_mlps_memory_lean(module: nn.Module) -> int:
         if (
             type(activation) is GELUActivation
             and activation.act is F.gelu
-            and all(type(linear) is nn.Linear for linear in linears)
+            and all(is_plain_linear(linear) for linear in linears)
             and type(block).__name__.endswith("MLP")
         ):
             block.forward = types.MethodType(_lean_mlp_forward, block)

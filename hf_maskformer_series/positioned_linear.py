@@ -16,6 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .ms_deform_attn import is_tracing
+from .onednn_layers import OneDnnLinear
+
+
+def is_plain_linear(module: nn.Module) -> bool:
+    """Whether `module(x)` is `F.linear(x, module.weight, module.bias)` whenever autograd records: an `nn.Linear`
+    or its oneDNN inference subclass, not another subclass or an adapter wrapping the layer."""
+    return type(module) in (nn.Linear, OneDnnLinear)
 
 
 def _reduce_to(grad: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -75,8 +82,8 @@ def positioned_linear(states: torch.Tensor, positions: torch.Tensor, layers: tup
     Args:
         states: `[batch, tokens, channels]`.
         positions: broadcastable to `states` (`[1 or batch, tokens, channels]`).
-        layers: `nn.Linear(channels, out_i)` modules. Anything else (a subclass, an adapter wrapping the layer)
-            is called as a module on the sum, as are all of them while tracing or without autograd.
+        layers: `nn.Linear(channels, out_i)` modules. Anything else (see `is_plain_linear`) is called as a
+            module on the sum, as are all of them while tracing or without autograd.
 
     Returns:
         One `[batch, tokens, out_i]` per layer.
@@ -84,7 +91,7 @@ def positioned_linear(states: torch.Tensor, positions: torch.Tensor, layers: tup
     plain = (
         not torch.is_grad_enabled()
         or is_tracing()
-        or any(type(layer) is not nn.Linear for layer in layers)
+        or not all(is_plain_linear(layer) for layer in layers)
         or states.shape != torch.broadcast_shapes(states.shape, positions.shape)
     )
     if plain:

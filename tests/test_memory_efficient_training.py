@@ -27,6 +27,7 @@ from hf_maskformer_series.ms_deform_attn import (
     attention_weights_softmax,
     multi_scale_deformable_attention,
 )
+from hf_maskformer_series.onednn_layers import OneDnnLinear
 from hf_maskformer_series.positioned_linear import positioned_linear
 from tests._tiny_configs import tiny_swin
 
@@ -81,12 +82,13 @@ def _plain_copy(linear: nn.Linear) -> nn.Linear:
 # --- positioned_linear ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("layer_class", [nn.Linear, OneDnnLinear])  # the models' layers are OneDnnLinear
 @pytest.mark.parametrize("position_batch", [1, 3])
-def test_positioned_linear_equals_linear_of_the_sum(position_batch):
+def test_positioned_linear_equals_linear_of_the_sum(position_batch, layer_class):
     torch.manual_seed(0)
     states = torch.randn(3, 11, 16, dtype=torch.float64, requires_grad=True)
     positions = torch.randn(position_batch, 11, 16, dtype=torch.float64, requires_grad=True)
-    layers = (nn.Linear(16, 12, dtype=torch.float64), nn.Linear(16, 6, dtype=torch.float64))
+    layers = (layer_class(16, 12, dtype=torch.float64), layer_class(16, 6, dtype=torch.float64))
     plain_layers = tuple(_plain_copy(layer) for layer in layers)
     upstream = [torch.randn(3, 11, 12, dtype=torch.float64), torch.randn(3, 11, 6, dtype=torch.float64)]
     leaves = [states, positions]
