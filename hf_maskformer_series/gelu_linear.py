@@ -6,8 +6,8 @@ two `[tokens, 4 * channels]` tensors per MLP, the largest activations of a Swin 
 same values), and GELU's derivative comes from ATen's own `gelu_backward`. Outputs and gradients are those of
 autograd through `F.linear(F.gelu(h), W, b)`.
 
-`make_mlps_memory_lean(module)` switches transformers' `fc1 → GELU → fc2` MLP blocks (e.g. the `SwinMLP`s of a Swin
-backbone) inside `module` to this op.
+`make_mlps_memory_lean(module)` switches the MLPs of transformers' Swin backbones (`SwinMLP`, and the
+intermediate/output pairs of MaskFormer's Swin) inside `module` to this op.
 """
 
 from __future__ import annotations
@@ -87,25 +87,52 @@ def _lean_mlp_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     return gelu_linear(self.fc1(hidden_states), self.fc2)
 
 
-def make_mlps_memory_lean(module: nn.Module) -> int:
-    """Run every `fc1 → GELUActivation → fc2` block inside `module` with `gelu_linear` (same results).
+def _pre_activation_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    return self.dense(hidden_states)
 
-    A block is a submodule with plain linear (`is_plain_linear`) attributes `fc1` and `fc2`, an exact-GELU `activation_fn`
-    (transformers' `GELUActivation`) and a `forward(hidden_states)` that chains them (transformers' `SwinMLP`).
+
+def _lean_output_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+    return self.dropout(gelu_linear(hidden_states, self.dense))
+
+
+def _is_exact_gelu(activation) -> bool:
+    return type(activation) is GELUActivation and activation.act is F.gelu
+
+
+def make_mlps_memory_lean(module: nn.Module) -> int:
+    """Run every `Linear → GELU → Linear` MLP inside `module` through `gelu_linear` (same results, one
+    `[tokens, 4 * channels]` tensor less kept per MLP).
+
+    Two layouts of transformers' backbones are recognised (the linear layers plain, see `is_plain_linear`; the
+    activation transformers' exact `GELUActivation`):
+
+    - one block `...MLP` with `fc1`, `activation_fn`, `fc2` whose forward chains them (`SwinMLP`);
+    - a layer whose `intermediate` (`dense`, `intermediate_act_fn`) feeds its `output` (`dense`, `dropout`) and
+      nothing else (`MaskFormerSwinLayer`): `intermediate` then returns the pre-activation and `output` applies
+      the GELU.
 
     Returns:
-        The number of blocks switched.
+        The number of MLPs switched.
     """
     count = 0
     for block in module.modules():
-        activation = getattr(block, "activation_fn", None)
         linears = (getattr(block, "fc1", None), getattr(block, "fc2", None))
         if (
-            type(activation) is GELUActivation
-            and activation.act is F.gelu
+            _is_exact_gelu(getattr(block, "activation_fn", None))
             and all(is_plain_linear(linear) for linear in linears)
             and type(block).__name__.endswith("MLP")
         ):
             block.forward = types.MethodType(_lean_mlp_forward, block)
+            count += 1
+        intermediate, output = getattr(block, "intermediate", None), getattr(block, "output", None)
+        if (
+            type(intermediate).__name__.endswith("SwinIntermediate")
+            and type(output).__name__.endswith("SwinOutput")
+            and _is_exact_gelu(getattr(intermediate, "intermediate_act_fn", None))
+            and is_plain_linear(getattr(intermediate, "dense", None))
+            and is_plain_linear(getattr(output, "dense", None))
+        ):
+            intermediate.forward = types.MethodType(_pre_activation_forward, intermediate)
+            output.forward = types.MethodType(_lean_output_forward, output)
             count += 1
     return count

@@ -335,20 +335,38 @@ def test_lean_feed_forward_equals_the_plain_block(activation, dropout):
         assert saved.total == states.numel() * 8 + 2 * 5 * 32 * 8
 
 
-def test_make_mlps_memory_lean_keeps_a_swin_backbones_results():
+def _maskformer_swin_config(**overrides):
+    from transformers import MaskFormerSwinConfig
+
+    return MaskFormerSwinConfig(**{**tiny_swin().to_dict(), **overrides})
+
+
+@pytest.mark.parametrize(("make_config", "mlp_class"), [(tiny_swin, "SwinMLP"),
+                                                         (_maskformer_swin_config, "MaskFormerSwinIntermediate")])
+def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_class):
     from transformers import AutoBackbone
 
     torch.manual_seed(0)
-    backbone = AutoBackbone.from_config(tiny_swin(drop_path_rate=0.0)).double().train()
-    reference = AutoBackbone.from_config(tiny_swin(drop_path_rate=0.0)).double().train()
+    config = make_config(drop_path_rate=0.0)
+    backbone = AutoBackbone.from_config(config).double().train()
+    reference = AutoBackbone.from_config(config).double().train()
     reference.load_state_dict(backbone.state_dict())
-    assert make_mlps_memory_lean(backbone) == sum(1 for m in backbone.modules() if type(m).__name__ == "SwinMLP") > 0
+    count = sum(1 for module in backbone.modules() if type(module).__name__ == mlp_class)
+    assert make_mlps_memory_lean(backbone) == count > 0
     pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
-    outputs = [model(pixels).feature_maps for model in (backbone, reference)]
-    for maps in outputs:
+    with _SavedBytes(exclude=list(backbone.parameters())) as saved:
+        lean_maps = backbone(pixels).feature_maps
+    with _SavedBytes(exclude=list(reference.parameters())) as plain_saved:
+        maps = reference(pixels).feature_maps
+    for outputs in (lean_maps, maps):
         sum((feature * torch.linspace(-1, 1, feature.numel(), dtype=torch.float64).view_as(feature)).sum()
-            for feature in maps).backward()
-    for feature, expected in zip(*outputs):
+            for feature in outputs).backward()
+    for feature, expected in zip(lean_maps, maps):
         torch.testing.assert_close(feature, expected, rtol=0, atol=0)
     for (name, parameter), expected in zip(backbone.named_parameters(), reference.parameters()):
         torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-10, atol=1e-12, msg=name)
+    # one [tokens, 4 * channels] tensor less per MLP: 4 stages of 1, 1, 2, 1 blocks at 16, 8, 4, 2 tokens a side
+    channels = [16, 32, 64, 128]
+    expected_saving = sum(2 * side * side * 4 * dim * 8 * blocks
+                          for side, dim, blocks in zip([16, 8, 4, 2], channels, [1, 1, 2, 1]))
+    assert plain_saved.total - saved.total == expected_saving
