@@ -12,12 +12,16 @@ intermediate/output pairs of MaskFormer's Swin) inside `module` to this op.
 
 from __future__ import annotations
 
-import types
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import GELUActivation
+from transformers.models.maskformer.modeling_maskformer_swin import (
+    MaskFormerSwinIntermediate,
+    MaskFormerSwinLayer,
+    MaskFormerSwinOutput,
+)
+from transformers.models.swin.modeling_swin import SwinMLP
 
 from .ms_deform_attn import is_tracing
 from .positioned_linear import is_plain_linear
@@ -68,31 +72,42 @@ def gelu_linear(hidden: torch.Tensor, linear: nn.Linear, approximate: str = "non
 
 def lean_feed_forward(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
     """`layer.fc2(dropout(layer.activation(layer.fc1(x))))` of a transformer layer, keeping one `[..., ffn_dim]`
-    tensor for backward: ReLU runs in place on the output of an `nn.Linear` fc1 (which fc1 does not keep); exact GELU (without
-    dropout) goes through `gelu_linear`. Other activations run as they are. `[..., dim]` → `[..., dim]`.
+    tensor for backward: ReLU runs in place on the output of a plain linear fc1 (which fc1 does not keep); exact
+    GELU (without dropout) goes through `gelu_linear`. Other activations run as they are. `[..., dim]` → `[..., dim]`.
 
     `layer` has `fc1`, `fc2`, `activation` (a module, e.g. from transformers' `ACT2FN`) and `dropout` (a rate).
     """
     hidden = layer.fc1(hidden_states)
     activation = layer.activation
     dropout = layer.dropout if layer.training else 0.0
-    if type(activation) is GELUActivation and activation.act is F.gelu and dropout == 0.0:
+    if _is_exact_gelu(activation) and dropout == 0.0:
         return gelu_linear(hidden, layer.fc2)
     in_place = type(activation) is nn.ReLU and is_plain_linear(layer.fc1)
     hidden = hidden.relu_() if in_place else activation(hidden)
     return layer.fc2(F.dropout(hidden, dropout, layer.training))
 
 
-def _lean_mlp_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    return gelu_linear(self.fc1(hidden_states), self.fc2)
+class LeanSwinMLP(SwinMLP):
+    """transformers' `SwinMLP` (`[..., dim]` → `[..., dim]`) with its GELU → fc2 through `gelu_linear`."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return gelu_linear(self.fc1(hidden_states), self.fc2)
 
 
-def _pre_activation_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    return self.dense(hidden_states)
+class PreActivationMaskFormerSwinIntermediate(MaskFormerSwinIntermediate):
+    """`MaskFormerSwinIntermediate` without its GELU (`[..., dim]` → `[..., 4 * dim]`), which the layer's
+    `LeanMaskFormerSwinOutput` applies."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dense(hidden_states)
 
 
-def _lean_output_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-    return self.dropout(gelu_linear(hidden_states, self.dense))
+class LeanMaskFormerSwinOutput(MaskFormerSwinOutput):
+    """`MaskFormerSwinOutput` applying the GELU its intermediate left out: `gelu_linear`, `[..., 4 * dim]` →
+    `[..., dim]`."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(gelu_linear(hidden_states, self.dense))
 
 
 def _is_exact_gelu(activation) -> bool:
@@ -100,39 +115,36 @@ def _is_exact_gelu(activation) -> bool:
 
 
 def make_mlps_memory_lean(module: nn.Module) -> int:
-    """Run every `Linear → GELU → Linear` MLP inside `module` through `gelu_linear` (same results, one
-    `[tokens, 4 * channels]` tensor less kept per MLP).
+    """Run the MLPs of transformers' Swin backbones inside `module` through `gelu_linear`, in place (same results,
+    one `[tokens, 4 * channels]` tensor less kept for backward per MLP).
 
-    Two layouts of transformers' backbones are recognised (the linear layers plain, see `is_plain_linear`; the
-    activation transformers' exact `GELUActivation`):
-
-    - one block `...MLP` with `fc1`, `activation_fn`, `fc2` whose forward chains them (`SwinMLP`);
-    - a layer whose `intermediate` (`dense`, `intermediate_act_fn`) feeds its `output` (`dense`, `dropout`) and
-      nothing else (`MaskFormerSwinLayer`): `intermediate` then returns the pre-activation and `output` applies
-      the GELU.
+    Switched (a class swap, as `onednn_layers.use_onednn_layers`; parameters, state-dict keys and hooks unchanged),
+    where the linear layers are plain (`is_plain_linear`) and the activation is transformers' exact GELU:
+    every `SwinMLP` → `LeanSwinMLP`; every `MaskFormerSwinLayer`'s `intermediate` / `output` pair (the intermediate's
+    only reader is the output) → `PreActivationMaskFormerSwinIntermediate` / `LeanMaskFormerSwinOutput`.
 
     Returns:
         The number of MLPs switched.
     """
     count = 0
     for block in module.modules():
-        linears = (getattr(block, "fc1", None), getattr(block, "fc2", None))
         if (
-            _is_exact_gelu(getattr(block, "activation_fn", None))
-            and all(is_plain_linear(linear) for linear in linears)
-            and type(block).__name__.endswith("MLP")
+            type(block) is SwinMLP
+            and _is_exact_gelu(block.activation_fn)
+            and is_plain_linear(block.fc1)
+            and is_plain_linear(block.fc2)
         ):
-            block.forward = types.MethodType(_lean_mlp_forward, block)
+            block.__class__ = LeanSwinMLP
             count += 1
-        intermediate, output = getattr(block, "intermediate", None), getattr(block, "output", None)
-        if (
-            type(intermediate).__name__.endswith("SwinIntermediate")
-            and type(output).__name__.endswith("SwinOutput")
-            and _is_exact_gelu(getattr(intermediate, "intermediate_act_fn", None))
-            and is_plain_linear(getattr(intermediate, "dense", None))
-            and is_plain_linear(getattr(output, "dense", None))
+        elif (
+            type(block) is MaskFormerSwinLayer
+            and type(block.intermediate) is MaskFormerSwinIntermediate
+            and type(block.output) is MaskFormerSwinOutput
+            and _is_exact_gelu(block.intermediate.intermediate_act_fn)
+            and is_plain_linear(block.intermediate.dense)
+            and is_plain_linear(block.output.dense)
         ):
-            intermediate.forward = types.MethodType(_pre_activation_forward, intermediate)
-            output.forward = types.MethodType(_lean_output_forward, output)
+            block.intermediate.__class__ = PreActivationMaskFormerSwinIntermediate
+            block.output.__class__ = LeanMaskFormerSwinOutput
             count += 1
     return count

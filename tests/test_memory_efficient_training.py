@@ -3,6 +3,8 @@ replaces, and keeps less for backward (checked with `saved_tensors_hooks`)."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -342,7 +344,7 @@ def _maskformer_swin_config(**overrides):
 
 
 @pytest.mark.parametrize(("make_config", "mlp_class"), [(tiny_swin, "SwinMLP"),
-                                                         (_maskformer_swin_config, "MaskFormerSwinIntermediate")])
+                                                         (_maskformer_swin_config, "MaskFormerSwinLayer")])
 def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_class):
     from transformers import AutoBackbone
 
@@ -370,3 +372,6 @@ def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_c
     expected_saving = sum(2 * side * side * 4 * dim * 8 * blocks
                           for side, dim, blocks in zip([16, 8, 4, 2], channels, [1, 1, 2, 1]))
     assert plain_saved.total - saved.total == expected_saving
+    copied = copy.deepcopy(backbone)  # e.g. an EMA copy of the model keeps the switched classes
+    assert {type(m).__name__ for m in copied.modules()} == {type(m).__name__ for m in backbone.modules()}
+    torch.testing.assert_close(copied(pixels).feature_maps[-1], lean_maps[-1], rtol=0, atol=0)
