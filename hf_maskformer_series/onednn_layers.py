@@ -32,9 +32,9 @@ def uses_onednn(input: torch.Tensor, weight: torch.Tensor) -> bool:
         and input.dtype == torch.float32
         and weight.dtype == torch.float32
         and input.device.type == "cpu"
-        and input.numel() > 0
         and not (torch.is_grad_enabled() and (input.requires_grad or weight.requires_grad))
         and not is_tracing()
+        and input.numel() > 0
     )
 
 

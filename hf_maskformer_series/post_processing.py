@@ -966,9 +966,7 @@ def _resized_mask_scores(
     binary = torch.empty(out_height if with_binary else _BAND_ROWS, out_width, count, dtype=torch.bool, device=device)
     inside_sum = torch.zeros(count, dtype=torch.float64, device=device)
     areas = torch.zeros(count, dtype=torch.int64, device=device)
-    if count == 0:  # no mask (e.g. no pair kept after scoring): the views below would be ambiguous
-        return binary.movedim(-1, 0) if with_binary else None, inside_sum.float(), areas
-    for start, stop, block in resized_mask_logit_blocks(mask_logits, geometry):
+    for start, stop, block in resized_mask_logit_blocks(mask_logits, geometry) if count else ():
         binary_block = binary[start:stop] if with_binary else binary[: stop - start]
         block_sum, block_areas = _mask_sums(block.view(-1, count), mask_threshold, binary_block.view(-1, count))
         inside_sum += block_sum

@@ -1,0 +1,137 @@
+"""CPU fast paths: oneDNN linear / convolution layers, channels-last backbone maps, the banded resize and the
+exact bool counts of post-processing. Each must give the plain PyTorch result."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hf_maskformer_series.onednn_layers import OneDnnConv2d, OneDnnLinear, use_onednn_layers, uses_onednn
+from hf_maskformer_series.post_processing import (
+    MaskGeometry,
+    _count_true,
+    resize_mask_logits,
+    resized_mask_logit_blocks,
+    upsample_crop_resize,
+)
+
+
+def _linear(in_features: int = 24, out_features: int = 40, bias: bool = True) -> tuple[nn.Linear, nn.Linear]:
+    torch.manual_seed(0)
+    plain = nn.Linear(in_features, out_features, bias=bias)
+    fast = nn.Linear(in_features, out_features, bias=bias)
+    fast.load_state_dict(plain.state_dict())
+    use_onednn_layers(fast)
+    return plain, fast
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(7, 24), (2, 5, 24), (3, 2, 4, 24), (0, 24)])
+def test_onednn_linear_equals_linear(shape, bias):
+    plain, fast = _linear(bias=bias)
+    assert type(fast) is OneDnnLinear
+    x = torch.randn(shape)
+    with torch.no_grad():
+        assert uses_onednn(x, fast.weight) == (x.numel() > 0)
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
+        # a transposed (non-contiguous) input
+        xt = torch.randn(24, 9).t()
+        torch.testing.assert_close(fast(xt), plain(xt), rtol=1e-5, atol=1e-5)
+
+
+def test_onednn_linear_trains_and_keeps_other_dtypes_exact():
+    plain, fast = _linear()
+    x = torch.randn(6, 24)
+    assert not uses_onednn(x.requires_grad_(), fast.weight)  # gradients needed: F.linear
+    fast(x).square().sum().backward()
+    plain(x).square().sum().backward()
+    torch.testing.assert_close(fast.weight.grad, plain.weight.grad)
+    with torch.no_grad():
+        bf16 = x.detach().bfloat16()
+        plain.bfloat16(), fast.bfloat16()
+        assert torch.equal(fast(bf16), plain(bf16))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(kernel_size=1), dict(kernel_size=3, padding=1), dict(kernel_size=3, padding=(0, 1), stride=2),
+     dict(kernel_size=3, padding=2, dilation=2, groups=2, bias=False), dict(kernel_size=3, padding="same")],
+)
+def test_onednn_conv_equals_conv(kwargs):
+    torch.manual_seed(0)
+    plain = nn.Conv2d(8, 16, **kwargs)
+    fast = nn.Conv2d(8, 16, **kwargs)
+    fast.load_state_dict(plain.state_dict())
+    use_onednn_layers(fast)
+    assert type(fast) is OneDnnConv2d
+    x = torch.randn(2, 8, 11, 13)
+    with torch.no_grad():
+        expected = plain(x)
+        torch.testing.assert_close(fast(x), expected, rtol=1e-5, atol=1e-5)
+        channels_last = fast(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(channels_last, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_models_keep_their_state_dict_and_agree_with_the_plain_layers():
+    """The swap is class-only: same keys and tensors; outputs equal those of the same model with plain layers."""
+    from hf_maskformer_series import SeriesMask2FormerConfig, SeriesMask2FormerForUniversalSegmentation
+    from tests._tiny_configs import tiny_mask2former_kwargs, tiny_resnet
+
+    torch.manual_seed(0)
+    config = SeriesMask2FormerConfig(**tiny_mask2former_kwargs(tiny_resnet()))
+    model = SeriesMask2FormerForUniversalSegmentation(config).eval()
+    classes = {type(module) for module in model.modules()}
+    assert OneDnnLinear in classes and OneDnnConv2d in classes and nn.Linear not in classes
+    pixel_values = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        fast = model(pixel_values=pixel_values)
+        for module in model.modules():  # back to the plain classes
+            if type(module) in (OneDnnLinear, OneDnnConv2d):
+                module.__class__ = type(module).__mro__[1]
+        plain = model(pixel_values=pixel_values)
+    torch.testing.assert_close(fast.masks_queries_logits, plain.masks_queries_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.class_queries_logits, plain.class_queries_logits, rtol=1e-4, atol=1e-4)
+    keys = set(model.state_dict())
+    use_onednn_layers(model)
+    assert set(model.state_dict()) == keys
+
+
+def test_tracing_takes_the_plain_ops():
+    plain, fast = _linear()
+    traced = torch.jit.trace(fast, torch.randn(3, 24))
+    assert "mkldnn" not in str(traced.graph)
+    torch.testing.assert_close(traced(torch.ones(2, 24)), plain(torch.ones(2, 24)))
+
+
+@pytest.mark.parametrize("columns", [1, 3, 20, 37, 64, 100, 200])
+def test_count_true_is_exact(columns):
+    generator = torch.Generator().manual_seed(columns)
+    for pixels in (0, 1, 5, 1000, 70001):
+        flags = torch.rand(pixels, columns, generator=generator) > 0.4
+        assert torch.equal(_count_true(flags), flags.sum(0))
+    transposed = torch.rand(columns, 999, generator=generator).t() > 0.5  # not contiguous
+    assert torch.equal(_count_true(transposed), transposed.sum(0))
+
+
+def test_resize_blocks_cover_the_output_and_equal_the_original_chain():
+    geometry = MaskGeometry(padded=(96, 128), crop=(90, 121), output=(107, 150))
+    logits = torch.randn(5, 24, 32)
+    expected = upsample_crop_resize(logits, geometry.padded, geometry.crop, geometry.output)
+    torch.testing.assert_close(resize_mask_logits(logits, geometry), expected, rtol=1e-5, atol=1e-5)
+    rows = []
+    for start, stop, block in resized_mask_logit_blocks(logits, geometry):
+        assert block.shape == (stop - start, 150, 5)
+        torch.testing.assert_close(block.permute(2, 0, 1), expected[:, start:stop], rtol=1e-5, atol=1e-5)
+        rows.extend(range(start, stop))
+    assert rows == list(range(107))
+
+
+def test_instance_inference_without_candidates_at_the_output_resolution():
+    from hf_maskformer_series.post_processing import instance_inference
+
+    geometry = MaskGeometry(padded=(32, 32), crop=(30, 29), output=(45, 40))
+    class_logits = torch.full((4, 3), -10.0)
+    class_logits[:, -1] = 10.0  # every query is "no object"
+    found = instance_inference(class_logits, torch.randn(4, 8, 8), top_k=4, geometry=geometry, threshold=0.5)
+    assert found["masks"].shape == (0, 45, 40) and found["scores"].numel() == 0
