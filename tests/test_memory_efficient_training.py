@@ -375,3 +375,16 @@ def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_c
     copied = copy.deepcopy(backbone)  # e.g. an EMA copy of the model keeps the switched classes
     assert {type(m).__name__ for m in copied.modules()} == {type(m).__name__ for m in backbone.modules()}
     torch.testing.assert_close(copied(pixels).feature_maps[-1], lean_maps[-1], rtol=0, atol=0)
+
+
+def test_point_sampling_segment_maps_in_row_chunks_equals_one_pass():
+    from hf_maskformer_series import point_sampling
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randint(-1, 5, (3, 20, 24), generator=generator)
+    rows = point_sampling._ROWS_PER_CHUNK * 2 + 5
+    map_index, target_ids = torch.randint(0, 3, (rows,), generator=generator), torch.randint(0, 5, (rows,))
+    coordinates = torch.rand(rows, 40, 2, generator=generator)
+    chunked = point_sampling.point_sample_segment_maps(maps, map_index, target_ids, coordinates)
+    one_hot = (maps[map_index] == target_ids.view(-1, 1, 1)).float().unsqueeze(1)
+    assert torch.equal(chunked, point_sampling.point_sample(one_hot, coordinates).squeeze(1))
