@@ -16,6 +16,8 @@ matched targets' masks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -33,21 +35,135 @@ def sigmoid_cross_entropy_loss(logits: torch.Tensor, targets: torch.Tensor, num_
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float, alpha: float = 0.25,
                        gamma: float = 2.0) -> torch.Tensor:
     """`[N, P]` logits and targets → mean focal loss per mask, summed, / num_masks."""
+    return _focal_per_mask(logits, targets, alpha, gamma).sum() / num_masks
+
+
+def _focal_per_mask(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
+                    gamma: float = 2.0) -> torch.Tensor:
+    """`[N, P]` logits and targets → mean sigmoid focal loss of each mask `[N]`."""
     probs = logits.sigmoid()
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p_t = probs * targets + (1 - probs) * (1 - targets)
     loss = ce * (1 - p_t) ** gamma
     if alpha >= 0:
         loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.mean(1).sum() / num_masks
+    return loss.mean(1)
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: float) -> torch.Tensor:
     """`[N, P]` logits and targets → `Σ (1 - (2·I + 1) / (S + 1)) / num_masks`."""
+    return _dice_per_mask(logits, targets).sum() / num_masks
+
+
+def _dice_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """`[N, P]` logits and targets → dice loss of each mask `[N]`, `1 - (2·I + 1) / (S + 1)`."""
     probs = logits.sigmoid()
     numerator = 2 * (probs * targets).sum(-1)
     denominator = probs.sum(-1) + targets.sum(-1)
-    return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+@dataclass
+class MatchedTargets:
+    """The matched targets of one image (video) as loss rows: one row per matched target (and frame), in the
+    order of the matched predictions, built on demand (never all one-hot masks of a segment map at once).
+
+    Attributes:
+        masks: one-hot `[targets, (frames,) H, W]`, or an integer segment map `[(frames,) H, W]`, on any device.
+        target_index: `[matched]` target of each matched prediction.
+        segment_map: whether `masks` is a segment map.
+        device: where the rows are built (the predictions' device).
+    """
+
+    masks: torch.Tensor
+    target_index: torch.Tensor
+    segment_map: bool
+    device: torch.device
+
+    @property
+    def frames(self) -> int:
+        return self.masks.shape[-3] if self.masks.dim() == (3 if self.segment_map else 4) else 1
+
+    def map_rows(self, start: int = 0, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Segment map form of matched targets `[start, end)`: `(maps [frames, H, W], map_index, target_ids)`;
+        row `r` is `maps[map_index[r]] == target_ids[r]`."""
+        maps = self.masks.to(self.device)
+        maps = maps.view(-1, *maps.shape[-2:])
+        target = self.target_index[start:end].to(self.device)
+        frames = torch.arange(maps.shape[0], device=self.device)
+        return maps, frames.repeat(len(target)), target.repeat_interleave(len(frames))
+
+    def rows(self, start: int = 0, end: int | None = None) -> torch.Tensor:
+        """Float `[rows, H, W]` masks of the matched targets `[start, end)`, one row per target and frame."""
+        if not self.segment_map:
+            target = self.target_index[start:end].to(self.masks.device)
+            return self.masks[target].to(self.device).flatten(0, -3).float()
+        maps, map_index, target_ids = self.map_rows(start, end)
+        return (maps[map_index] == target_ids.view(-1, 1, 1)).float()
+
+
+_MASKS_PER_CHUNK = 8
+
+
+class _FullResolutionMaskLosses(torch.autograd.Function):
+    """Sigmoid focal and dice of the matched queries' logits upsampled to the targets' size (MaskFormer), lean on
+    memory.
+
+    Autograd would keep about eight full-resolution `[rows, H, W]` tensors (the upsampled logits, their sigmoid,
+    the cross-entropy, p_t, ...) and the stacked targets. Both losses are sums of per-mask terms, so this computes
+    them `_MASKS_PER_CHUNK` matched masks at a time, keeps nothing of full resolution, and in backward recomputes
+    each chunk with autograd (the same operations, so the gradients are autograd's). The targets are read from
+    the caller's `mask_labels` (one-hot or segment maps) chunk by chunk.
+    """
+
+    @staticmethod
+    def _chunks(matched: list[MatchedTargets]):
+        """`(first matched pair, image, start, end)` over the matched pairs of every image, in order."""
+        first = 0
+        for image_targets in matched:
+            count = len(image_targets.target_index)
+            for start in range(0, count, _MASKS_PER_CHUNK):
+                yield first + start, image_targets, start, min(start + _MASKS_PER_CHUNK, count)
+            first += count
+
+    @staticmethod
+    def _chunk_losses(matched_logits, image_targets, start, end):
+        """Per-mask focal and dice `[rows]` of matched logits `[end - start, (frames,) h, w]`."""
+        predictions = matched_logits.flatten(0, -3).unsqueeze(1).float()
+        targets = image_targets.rows(start, end)
+        predictions = F.interpolate(predictions, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+        predictions, targets = predictions.flatten(1), targets.flatten(1)
+        return _focal_per_mask(predictions, targets), _dice_per_mask(predictions, targets)
+
+    @staticmethod
+    def forward(ctx, mask_logits, image_index, query_index, num_masks, matched):
+        focal, dice = [], []
+        for first, image_targets, start, end in _FullResolutionMaskLosses._chunks(matched):
+            pairs = slice(first, first + end - start)
+            chunk_focal, chunk_dice = _FullResolutionMaskLosses._chunk_losses(
+                mask_logits[image_index[pairs], query_index[pairs]], image_targets, start, end
+            )
+            focal.append(chunk_focal)
+            dice.append(chunk_dice)
+        ctx.save_for_backward(mask_logits, image_index, query_index)
+        ctx.num_masks = num_masks
+        ctx.matched = matched
+        return torch.cat(focal).sum() / num_masks, torch.cat(dice).sum() / num_masks
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_focal, grad_dice):
+        mask_logits, image_index, query_index = ctx.saved_tensors
+        grad_logits = torch.zeros_like(mask_logits)
+        for first, image_targets, start, end in _FullResolutionMaskLosses._chunks(ctx.matched):
+            pairs = slice(first, first + end - start)
+            with torch.enable_grad():
+                logits = mask_logits.detach()[image_index[pairs], query_index[pairs]].requires_grad_()
+                focal, dice = _FullResolutionMaskLosses._chunk_losses(logits, image_targets, start, end)
+                losses = (focal.sum() / ctx.num_masks, dice.sum() / ctx.num_masks)
+                (grad_chunk,) = torch.autograd.grad(losses, logits, (grad_focal, grad_dice))
+            grad_logits.index_put_((image_index[pairs], query_index[pairs]), grad_chunk, accumulate=True)
+        return grad_logits, None, None, None, None
 
 
 class _PointSampledMaskLosses(torch.autograd.Function):
@@ -137,25 +253,13 @@ class SetCriterion(nn.Module):
         return F.cross_entropy(class_logits.transpose(1, 2).float(), target_classes, self.empty_weight)
 
     @staticmethod
-    def _matched_target_rows(mask_labels: list[torch.Tensor], mask_logits: torch.Tensor, indices) -> list[tuple]:
-        """Per image, the matched targets as loss rows (one per mask and frame, in the predictions' order).
-
-        Returns:
-            Per image `(masks, None, None)` for one-hot targets, `masks [rows, H, W]`; or for a segment map
-            `(segment_map [frames or 1, H, W], map_index [rows], target_ids [rows])`: row `r` is the mask
-            `segment_map[map_index[r]] == target_ids[r]`.
-        """
-        rows = []
-        for image, (_, target) in enumerate(indices):
-            if not is_segment_map(mask_labels[image], mask_logits[image]):
-                rows.append((mask_labels[image][target].to(mask_logits.device).flatten(0, -3), None, None))
-                continue
-            segment_map = mask_labels[image].to(mask_logits.device)
-            segment_map = segment_map.view(-1, *segment_map.shape[-2:])
-            frames = torch.arange(segment_map.shape[0], device=mask_logits.device)
-            target = target.to(mask_logits.device)
-            rows.append((segment_map, frames.repeat(len(target)), target.repeat_interleave(len(frames))))
-        return rows
+    def _matched_targets(mask_labels: list[torch.Tensor], mask_logits: torch.Tensor, indices) -> list[MatchedTargets]:
+        """Per image, the matched targets (one-hot or segment map, on the predictions' device)."""
+        return [
+            MatchedTargets(mask_labels[image], target, is_segment_map(mask_labels[image], mask_logits[image]),
+                           mask_logits.device)
+            for image, (_, target) in enumerate(indices)
+        ]
 
     def loss_masks(self, mask_logits: torch.Tensor, mask_labels: list[torch.Tensor], indices,
                    num_masks: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,29 +271,20 @@ class SetCriterion(nn.Module):
             return zero, zero
         image_index = torch.cat([torch.full_like(query, image) for image, (query, _) in enumerate(indices)])
         image_index = image_index.to(mask_logits.device)
-        target_rows = self._matched_target_rows(mask_labels, mask_logits, indices)
+        matched = self._matched_targets(mask_labels, mask_logits, indices)
         if self.mask_loss == "focal":
-            # one row per mask (per frame for videos): [rows, 1, h, w]
-            predictions = mask_logits[image_index, query_index].flatten(0, -3).unsqueeze(1).float()
-            targets = torch.cat([
-                masks.float() if map_index is None else (masks[map_index] == target_ids.view(-1, 1, 1)).float()
-                for masks, map_index, target_ids in target_rows
-            ])
-            predictions = F.interpolate(predictions, size=targets.shape[-2:], mode="bilinear", align_corners=False)
-            predictions, targets = predictions.flatten(1), targets.flatten(1)
-            return sigmoid_focal_loss(predictions, targets, num_masks), dice_loss(predictions, targets, num_masks)
+            return _FullResolutionMaskLosses.apply(mask_logits, image_index, query_index, num_masks, matched)
         with torch.no_grad():
             predictions = mask_logits[image_index, query_index].flatten(0, -3).unsqueeze(1).float()
             points = uncertain_point_coordinates(
                 predictions, self.num_points, self.oversample_ratio, self.importance_sample_ratio
             )
             del predictions
-            row_points = points.split([len(target_ids) if map_index is not None else len(masks)
-                                       for masks, map_index, target_ids in target_rows])
+            row_points = points.split([len(targets.target_index) * targets.frames for targets in matched])
             point_targets = torch.cat([
-                point_sample(masks.unsqueeze(1).float(), image_points).squeeze(1) if map_index is None
-                else point_sample_segment_maps(masks, map_index, target_ids, image_points)
-                for (masks, map_index, target_ids), image_points in zip(target_rows, row_points)
+                point_sample_segment_maps(*targets.map_rows(), image_points) if targets.segment_map
+                else point_sample(targets.rows().unsqueeze(1), image_points).squeeze(1)
+                for targets, image_points in zip(matched, row_points)
             ])
         grid = (2.0 * points - 1.0).unsqueeze(2)  # as point_sample
         return _PointSampledMaskLosses.apply(mask_logits, image_index, query_index, grid, point_targets, num_masks)

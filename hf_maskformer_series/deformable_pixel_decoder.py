@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
+from .gelu_linear import lean_feed_forward
 from .ms_deform_attn import MultiScaleDeformableAttention, attention_weights_softmax
 from .position_encoding import SinePositionEmbedding
+from .positioned_linear import positioned_linear
 
 
 @dataclass
@@ -92,10 +94,13 @@ class DeformableAttentionLayer(nn.Module):
             `[batch, sequence, embed_dim]`.
         """
         batch, length, _ = hidden_states.shape
-        query = hidden_states + position_embeddings
         value = self.value_proj(hidden_states).view(batch, length, self.n_heads, self.embed_dim // self.n_heads)
-        offsets = self.sampling_offsets(query).view(batch, length, self.n_heads, self.n_levels, self.n_points, 2)
-        weights = self.attention_weights(query).view(batch, length, self.n_heads, self.n_levels * self.n_points)
+        # both read the query `hidden_states + position_embeddings`; backward adds it again instead of keeping it
+        offsets, weights = positioned_linear(
+            hidden_states, position_embeddings, (self.sampling_offsets, self.attention_weights)
+        )
+        offsets = offsets.view(batch, length, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = weights.view(batch, length, self.n_heads, self.n_levels * self.n_points)
         # softmax and sampling locations in (at least) float32: the op computes half-precision inputs in float32
         reference_points = layout.reference_points
         weights = attention_weights_softmax(weights).view(batch, length, self.n_heads, self.n_levels, self.n_points)
@@ -133,7 +138,7 @@ class DeformableEncoderLayer(nn.Module):
         """`[batch, sequence, embed_dim]` → same shape."""
         attended = self.self_attn(hidden_states, position_embeddings, layout)
         hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(attended, self.dropout, self.training))
-        feed_forward = self.fc2(F.dropout(self.activation(self.fc1(hidden_states)), self.dropout, self.training))
+        feed_forward = lean_feed_forward(self, hidden_states)
         return self.final_layer_norm(hidden_states + F.dropout(feed_forward, self.dropout, self.training))
 
 

@@ -23,14 +23,9 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .attention import MultiHeadAttention
+from .gelu_linear import lean_feed_forward
 from .modeling_outputs import TransformerDecoderOutput
 from .position_encoding import SinePositionEmbedding
-
-
-def feed_forward(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """`layer.fc2(dropout(act(layer.fc1(x))))` of a DETR layer: `[..., dim]` → `[..., dim]`."""
-    hidden_states = layer.activation(layer.fc1(hidden_states))
-    return layer.fc2(F.dropout(hidden_states, layer.dropout, layer.training))
 
 
 def _with_position(tensor: torch.Tensor, position: torch.Tensor | None) -> torch.Tensor:
@@ -58,11 +53,11 @@ class DetrEncoderLayer(nn.Module):
             normed = self.self_attn_layer_norm(hidden_states)
             update, _ = self.self_attn(normed + position, normed + position, normed)
             hidden_states = hidden_states + F.dropout(update, self.dropout, self.training)
-            update = feed_forward(self, self.final_layer_norm(hidden_states))
+            update = lean_feed_forward(self, self.final_layer_norm(hidden_states))
             return hidden_states + F.dropout(update, self.dropout, self.training)
         update, _ = self.self_attn(hidden_states + position, hidden_states + position, hidden_states)
         hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(update, self.dropout, self.training))
-        update = feed_forward(self, hidden_states)
+        update = lean_feed_forward(self, hidden_states)
         return self.final_layer_norm(hidden_states + F.dropout(update, self.dropout, self.training))
 
 
@@ -141,7 +136,7 @@ class DetrDecoderLayer(nn.Module):
                 output_attentions=output_attentions,
             )
             hidden_states = self._residual(hidden_states, update)
-            hidden_states = self._residual(hidden_states, feed_forward(self, self.final_layer_norm(hidden_states)))
+            hidden_states = self._residual(hidden_states, lean_feed_forward(self, self.final_layer_norm(hidden_states)))
             return hidden_states, (self_weights, cross_weights)
         query_key = _with_position(hidden_states, query_position)
         update, self_weights = self.self_attn(query_key, query_key, hidden_states, output_attentions=output_attentions)
@@ -151,7 +146,7 @@ class DetrDecoderLayer(nn.Module):
             output_attentions=output_attentions,
         )
         hidden_states = self.encoder_attn_layer_norm(self._residual(hidden_states, update))
-        hidden_states = self.final_layer_norm(self._residual(hidden_states, feed_forward(self, hidden_states)))
+        hidden_states = self.final_layer_norm(self._residual(hidden_states, lean_feed_forward(self, hidden_states)))
         return hidden_states, (self_weights, cross_weights)
 
 

@@ -101,6 +101,7 @@ class MaskedAttentionDecoder(nn.Module):
         self.mask_predictor = MaskPredictor(hidden_dim, mask_feature_size)
 
 
+@torch.no_grad()  # a boolean mask: no autograd graph (it would keep the resized logits' sigmoid)
 def attention_mask_from_masks(mask_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Blocked-attention mask for the next layer.
 
@@ -119,7 +120,7 @@ def attention_mask_from_masks(mask_logits: torch.Tensor, size: tuple[int, int]) 
         resized = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
     blocked = resized.reshape(batch, queries, -1).sigmoid() < 0.5
     blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
-    return (~blocked).unsqueeze(1).detach()
+    return (~blocked).unsqueeze(1)
 
 
 class MaskedAttentionTransformerModule(nn.Module):

@@ -127,7 +127,8 @@ class _SamplingPlan:
         corner_weights: `[batch * queries * heads, levels * points, 4]`, bilinear weight × attention weight.
         fraction: `[batch, queries, heads, levels, points, 2]`, position inside the pixel cell, (fx, fy).
         sizes: `[levels, points, 2]`, `(W_l, H_l)`.
-        pixels_raw: `[batch, queries, heads, levels, points, 2]`, unclamped pixel coordinates.
+        inside: bool `[batch, queries, heads, levels, points, 2]`, where the clamp of the pixel coordinates passes
+            gradients (the coordinate is within `[-1, size]`); None unless requested.
     """
 
     rows: torch.Tensor
@@ -135,7 +136,7 @@ class _SamplingPlan:
     corner_weights: torch.Tensor
     fraction: torch.Tensor
     sizes: torch.Tensor
-    pixels_raw: torch.Tensor
+    inside: torch.Tensor | None
 
 
 def _sampling_plan(
@@ -144,6 +145,7 @@ def _sampling_plan(
     spatial_shapes_list: list[tuple[int, int]],
     geometry: _TableGeometry,
     heads: int,
+    with_inside: bool = False,
 ) -> _SamplingPlan:
     """Corner rows and weights of every sampling point (differentiable in locations and attention weights).
 
@@ -187,15 +189,29 @@ def _sampling_plan(
     corner_offsets = torch.tensor([c for _, _, c in geometry.level_rows], dtype=rows.dtype, device=device)
     corner_offsets = corner_offsets.view(levels, 1, 4).expand(levels, points, 4).reshape(levels * points, 4)
 
-    # corner weights (y0x0, y0x1, y1x0, y1x1), with the attention weight folded in
+    corner_weights = _corner_weights(fraction, attention_weights)
+    inside = pixels == raw if with_inside else None  # False where clamped, and for NaN
+    return _SamplingPlan(rows, corner_offsets, corner_weights, fraction, sizes, inside)
+
+
+def _corner_weights(fraction: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    """Bilinear corner weights (y0x0, y0x1, y1x0, y1x1) with the attention weight folded in.
+
+    Args:
+        fraction: `[batch, queries, heads, levels, points, 2]`, position inside the pixel cell (fx, fy).
+        attention_weights: `[batch, queries, heads, levels, points]`.
+
+    Returns:
+        `[batch * queries * heads, levels * points, 4]`.
+    """
+    batch, queries, heads, levels, points = attention_weights.shape
     fraction_x, fraction_y = fraction.unbind(-1)
     weight_y1 = fraction_y * attention_weights
     weight_y0 = attention_weights - weight_y1
     weight_x0 = 1 - fraction_x
-    corner_weights = torch.stack(
+    return torch.stack(
         (weight_y0 * weight_x0, weight_y0 * fraction_x, weight_y1 * weight_x0, weight_y1 * fraction_x), dim=-1
     ).view(batch * queries * heads, levels * points, 4)
-    return _SamplingPlan(rows, corner_offsets, corner_weights, fraction, sizes, raw)
 
 
 def _gather(table_rows: torch.Tensor, plan: _SamplingPlan) -> torch.Tensor:
@@ -212,6 +228,12 @@ class _DeformableAttentionFunction(torch.autograd.Function):
 
     Inputs are in the compute dtype: value `[B, S, heads, D]`, locations `[B, Q, heads, L, P, 2]`, weights
     `[B, Q, heads, L, P]`; output `[B, Q, heads * D]`.
+
+    Kept for backward (per point, `N = B * Q * heads * L * P` points): the padded value table, the attention
+    weights (the softmax's output, kept by it anyway), the int32 (x0, y0) row (`N`), the cell fraction (`2N`) and,
+    when the locations need a gradient, a bool "inside the clamp" flag (`2N` bytes). The corner weights (`4N`) are
+    recomputed in backward from the fraction and the attention weights with the forward's arithmetic (bitwise the
+    same values), and the unclamped coordinates (`2N`) are not kept.
     """
 
     @staticmethod
@@ -225,10 +247,12 @@ class _DeformableAttentionFunction(torch.autograd.Function):
         ):
             interior.copy_(level.view(interior.shape))
         table_rows = table.view(-1, head_dim)
-        plan = _sampling_plan(sampling_locations, attention_weights, list(spatial_shapes), geometry, heads)
+        plan = _sampling_plan(sampling_locations, attention_weights, list(spatial_shapes), geometry, heads,
+                              with_inside=ctx.needs_input_grad[1])
         output = _gather(table_rows, plan)
-        ctx.save_for_backward(table_rows, attention_weights)
-        ctx.plan = plan
+        ctx.save_for_backward(table_rows, attention_weights, plan.rows, plan.fraction, plan.inside)
+        ctx.corner_offsets = plan.corner_offsets
+        ctx.sizes = plan.sizes
         ctx.geometry = geometry
         ctx.spatial_shapes = spatial_shapes
         ctx.value_shape = value.shape
@@ -237,10 +261,9 @@ class _DeformableAttentionFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        table_rows, attention_weights = ctx.saved_tensors
-        plan: _SamplingPlan = ctx.plan
+        table_rows, attention_weights, rows, fraction, inside = ctx.saved_tensors
         batch, _, heads, head_dim = ctx.value_shape
-        num_bags, points = plan.rows.shape
+        num_bags, points = rows.shape
         grad_out = grad_output.reshape(num_bags, head_dim).contiguous()
         grad_value = grad_locations = grad_weights = None
 
@@ -248,36 +271,39 @@ class _DeformableAttentionFunction(torch.autograd.Function):
             # Transposed gather: sort the (x0, y0) rows once, then one segment sum per corner; corner c of a
             # point lands `corner_offsets[c]` rows after its (x0, y0) row, a constant shift within each level.
             num_rows = table_rows.shape[0]
-            sorted_rows, order = torch.sort(plan.rows.reshape(-1))
+            sorted_rows, order = torch.sort(rows.reshape(-1))
             bags = torch.div(order, points, rounding_mode="floor")
             counts = torch.bincount(sorted_rows, minlength=num_rows)
             offsets = torch.zeros(num_rows, dtype=torch.long, device=grad_out.device)
             torch.cumsum(counts[:-1], 0, out=offsets[1:])
-            corner_weights = plan.corner_weights.reshape(-1, 4).index_select(0, order).t().contiguous()
+            corner_weights = _corner_weights(fraction, attention_weights)
+            corner_weights = corner_weights.reshape(-1, 4).index_select(0, order).t().contiguous()
             per_corner = [
                 F.embedding_bag(bags, grad_out, offsets, mode="sum", per_sample_weights=corner_weights[c])
                 for c in range(4)
             ]
+            del corner_weights, order, bags, sorted_rows
             grad_table = per_corner[0].view(batch, ctx.geometry.rows_per_batch, head_dim)
             for corner in range(1, 4):
                 shifted = per_corner[corner].view(batch, ctx.geometry.rows_per_batch, head_dim)
                 for first, end, shifts in ctx.geometry.level_rows:
                     shift = shifts[corner]
                     grad_table[:, first + shift : end] += shifted[:, first : end - shift]
+            del per_corner, shifted
             interiors = _level_interiors(grad_table.view(batch, -1, heads, head_dim), list(ctx.spatial_shapes))
             grad_value = torch.cat([level.reshape(batch, -1, heads, head_dim) for level in interiors], dim=1)
 
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             # d[n, k, c] = <grad_out[n], table[row of corner c of point k]>, then the chain rule by hand
             width = points * 4
-            indices = (plan.rows.unsqueeze(-1) + plan.corner_offsets).reshape(-1)
+            indices = (rows.unsqueeze(-1) + ctx.corner_offsets).reshape(-1)
             bag_offsets = torch.arange(0, num_bags * width, width, dtype=indices.dtype, device=indices.device)
             offset2bag = torch.arange(num_bags, dtype=indices.dtype, device=indices.device).repeat_interleave(width)
             dots = torch.ops.aten._embedding_bag_per_sample_weights_backward(
                 grad_out, table_rows, indices, bag_offsets, offset2bag, 0, -1
             )
-            dot_00, dot_01, dot_10, dot_11 = dots.view(plan.fraction.shape[:-1] + (4,)).unbind(-1)  # (y, x)
-            fraction_x, fraction_y = plan.fraction.unbind(-1)
+            dot_00, dot_01, dot_10, dot_11 = dots.view(fraction.shape[:-1] + (4,)).unbind(-1)  # (y, x)
+            fraction_x, fraction_y = fraction.unbind(-1)
             weight_x0 = 1 - fraction_x
             along_y0 = torch.addcmul(dot_00 * weight_x0, dot_01, fraction_x)  # interpolated along x, at y0
             slope_y = torch.addcmul(dot_10 * weight_x0, dot_11, fraction_x) - along_y0
@@ -286,9 +312,8 @@ class _DeformableAttentionFunction(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 along_x0 = torch.addcmul(dot_00, fraction_y, dot_10 - dot_00)  # interpolated along y, at x0
                 slope_x = torch.addcmul(dot_01, fraction_y, dot_11 - dot_01) - along_x0
-                inside = (plan.pixels_raw >= -1) & (plan.pixels_raw <= plan.sizes)  # where the clamp passes grads
                 grad_locations = torch.stack((slope_x * attention_weights, slope_y * attention_weights), dim=-1)
-                grad_locations = grad_locations * plan.sizes * inside
+                grad_locations = grad_locations * ctx.sizes * inside
         return grad_value, grad_locations, grad_weights, None
 
 
@@ -303,12 +328,35 @@ def is_tracing() -> bool:
     )
 
 
+class _SoftmaxFunction(torch.autograd.Function):
+    """Softmax over the last dimension that keeps only its output for backward (autograd through max, exp, sum
+    and division would keep the logits and the exponentials as well): `grad = y * (g - sum(g * y))`."""
+
+    @staticmethod
+    def forward(ctx, logits):
+        weights = _softmax_last_dim(logits)
+        ctx.save_for_backward(weights)
+        return weights
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_weights):
+        (weights,) = ctx.saved_tensors
+        return weights * (grad_weights - (grad_weights * weights).sum(-1, keepdim=True))
+
+
+def _softmax_last_dim(logits: torch.Tensor) -> torch.Tensor:
+    weights = (logits - logits.amax(-1, keepdim=True)).exp()
+    return weights / weights.sum(-1, keepdim=True)
+
+
 def attention_weights_softmax(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over the last dimension (a head's `levels * points` logits), in at least float32.
 
     Half-precision logits are normalised in float32 (the op computes in float32 anyway). Written as max, exp, sum
     instead of `torch.softmax`: over a last dimension this short (8 to 16) the CPU softmax kernel does not
-    vectorise and is about 5× slower; the result matches it to float32 rounding.
+    vectorise and is about 5× slower; the result matches it to float32 rounding. With autograd (eager mode) only
+    the output is kept for backward, which the deformable-attention op keeps anyway.
 
     Args:
         logits: `[..., levels * points]`.
@@ -317,8 +365,9 @@ def attention_weights_softmax(logits: torch.Tensor) -> torch.Tensor:
         The same shape, float32 (or float64 for float64 logits), summing to 1 over the last dimension.
     """
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    weights = (logits - logits.amax(-1, keepdim=True)).exp()
-    return weights / weights.sum(-1, keepdim=True)
+    if logits.requires_grad and torch.is_grad_enabled() and not is_tracing():
+        return _SoftmaxFunction.apply(logits)
+    return _softmax_last_dim(logits)
 
 
 def _size(value) -> int:

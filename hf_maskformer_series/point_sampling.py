@@ -145,6 +145,15 @@ def point_sample_segment_maps(segment_maps: torch.Tensor, map_index: torch.Tenso
     Returns:
         `[N, P]` in the dtype of `coordinates`.
     """
+    if coordinates.shape[0] > _ROWS_PER_CHUNK:
+        # rows in chunks: the neighbours' int64 indices of all rows at once (4 per point, several copies) would be
+        # the largest transient of a training step with many targets
+        return torch.cat([
+            point_sample_segment_maps(segment_maps, map_index[start : start + _ROWS_PER_CHUNK],
+                                      target_ids[start : start + _ROWS_PER_CHUNK],
+                                      coordinates[start : start + _ROWS_PER_CHUNK])
+            for start in range(0, coordinates.shape[0], _ROWS_PER_CHUNK)
+        ])
     flat_index, weights = _bilinear_neighbours(coordinates, *segment_maps.shape[-2:])
     neighbour_ids = _neighbour_ids(segment_maps, map_index, flat_index)
     return _blend(neighbour_ids, weights, target_ids.view(-1, 1))

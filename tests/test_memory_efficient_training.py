@@ -1,0 +1,390 @@
+"""Memory-lean training ops: each gives the forward and the gradients of the plain autograd composition it
+replaces, and keeps less for backward (checked with `saved_tensors_hooks`)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+from hf_maskformer_series.criterion import (
+    _MASKS_PER_CHUNK,
+    MatchedTargets,
+    _FullResolutionMaskLosses,
+    dice_loss,
+    sigmoid_focal_loss,
+)
+from hf_maskformer_series.deformable_pixel_decoder import DeformableEncoderLayer, MultiScaleLayout
+from hf_maskformer_series.gelu_linear import gelu_linear, lean_feed_forward, make_mlps_memory_lean
+from hf_maskformer_series.ms_deform_attn import (
+    _gather,
+    _padded_value_table,
+    _sampling_plan,
+    _softmax_last_dim,
+    _table_geometry,
+    attention_weights_softmax,
+    multi_scale_deformable_attention,
+)
+from hf_maskformer_series.onednn_layers import OneDnnLinear
+from hf_maskformer_series.positioned_linear import positioned_linear
+from tests._tiny_configs import tiny_swin
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+class _SavedBytes:
+    """Bytes of the distinct storages autograd keeps for backward inside the block (parameters excluded)."""
+
+    def __init__(self, exclude=()):
+        self.storages: dict[int, int] = {}
+        self.excluded = {tensor.untyped_storage().data_ptr() for tensor in exclude}
+
+    def _pack(self, tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in self.excluded:
+            self.storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda tensor: tensor)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+
+    @property
+    def total(self) -> int:
+        return sum(self.storages.values())
+
+
+def _grads(tensors):
+    return [tensor.grad.clone() for tensor in tensors]
+
+
+def _clear(tensors):
+    for tensor in tensors:
+        tensor.grad = None
+
+
+class _PlainLinear(nn.Linear):
+    """A Linear subclass: `positioned_linear` calls it as a module on the sum (the plain autograd path)."""
+
+
+def _plain_copy(linear: nn.Linear) -> nn.Linear:
+    plain = _PlainLinear(linear.in_features, linear.out_features, dtype=linear.weight.dtype)
+    plain.load_state_dict(linear.state_dict())
+    return plain
+
+
+# --- positioned_linear ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layer_class", [nn.Linear, OneDnnLinear])  # the models' layers are OneDnnLinear
+@pytest.mark.parametrize("position_batch", [1, 3])
+def test_positioned_linear_equals_linear_of_the_sum(position_batch, layer_class):
+    torch.manual_seed(0)
+    states = torch.randn(3, 11, 16, dtype=torch.float64, requires_grad=True)
+    positions = torch.randn(position_batch, 11, 16, dtype=torch.float64, requires_grad=True)
+    layers = (layer_class(16, 12, dtype=torch.float64), layer_class(16, 6, dtype=torch.float64))
+    plain_layers = tuple(_plain_copy(layer) for layer in layers)
+    upstream = [torch.randn(3, 11, 12, dtype=torch.float64), torch.randn(3, 11, 6, dtype=torch.float64)]
+    leaves = [states, positions]
+
+    with _SavedBytes(exclude=[p for layer in layers for p in layer.parameters()]) as saved:
+        outputs = positioned_linear(states, positions, layers)
+    torch.autograd.backward(outputs, upstream)
+    lean = _grads(leaves) + [p.grad.clone() for layer in layers for p in layer.parameters()]
+    _clear(leaves)
+    expected = positioned_linear(states, positions, plain_layers)  # not nn.Linear: the plain path
+    torch.autograd.backward(expected, upstream)
+    reference = _grads(leaves) + [p.grad.clone() for layer in plain_layers for p in layer.parameters()]
+
+    for output, expected_output in zip(outputs, expected):
+        torch.testing.assert_close(output, expected_output, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, reference):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    # only the states and the positions are kept, not their [3, 11, 16] sum
+    assert set(saved.storages) == {states.untyped_storage().data_ptr(), positions.untyped_storage().data_ptr()}
+
+
+def test_positioned_linear_without_grad_or_for_other_modules_calls_the_modules():
+    states, positions = torch.randn(2, 5, 8), torch.randn(1, 5, 8)
+    calls = []
+    layer = _PlainLinear(8, 4)
+    layer.register_forward_hook(lambda *args: calls.append(1))
+    (output,) = positioned_linear(states, positions, (layer,))
+    torch.testing.assert_close(output, layer(states + positions))
+    assert len(calls) == 2
+    with torch.no_grad():
+        (output,) = positioned_linear(states, positions, (nn.Linear(8, 4),))
+    assert output.shape == (2, 5, 4)
+
+
+# --- softmax of the attention weights ---------------------------------------------------------------------------
+
+
+def test_attention_weights_softmax_keeps_only_its_output_and_gives_autograd_gradients():
+    torch.manual_seed(0)
+    logits = (torch.randn(2, 30, 4, 12, dtype=torch.float64) * 4).requires_grad_()
+    upstream = torch.randn(2, 30, 4, 12, dtype=torch.float64)
+    with _SavedBytes() as saved:
+        weights = attention_weights_softmax(logits)
+    weights.backward(upstream)
+    lean_grad, logits.grad = logits.grad, None
+    expected = _softmax_last_dim(logits)  # plain autograd through max, exp, sum, division
+    expected.backward(upstream)
+    torch.testing.assert_close(weights, expected, rtol=0, atol=0)
+    torch.testing.assert_close(lean_grad, logits.grad, rtol=1e-12, atol=1e-14)
+    assert list(saved.storages) == [weights.untyped_storage().data_ptr()]
+
+
+# --- deformable attention ---------------------------------------------------------------------------------------
+
+
+def _deformable_inputs(dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    shapes = [(6, 5), (3, 4), (2, 2)]
+    batch, heads, head_dim, queries, points = 2, 2, 4, 9, 3
+    value = torch.randn(batch, sum(h * w for h, w in shapes), heads, head_dim, generator=generator, dtype=dtype)
+    # some points outside the maps (-0.3 .. 1.3): the clamp must block their location gradients
+    locations = torch.rand(batch, queries, heads, len(shapes), points, 2, generator=generator, dtype=dtype) * 1.6 - 0.3
+    weights = torch.rand(batch, queries, heads, len(shapes), points, generator=generator, dtype=dtype)
+    return shapes, value.requires_grad_(), locations.requires_grad_(), weights.requires_grad_()
+
+
+def _autograd_deformable(value, shapes, locations, weights):
+    """The traceable composition of the op, differentiated by autograd (the reference)."""
+    batch, _, heads, head_dim = value.shape
+    geometry = _table_geometry(shapes, heads)
+    table = _padded_value_table(value, shapes).reshape(-1, head_dim)
+    plan = _sampling_plan(locations, weights, shapes, geometry, heads)
+    return _gather(table, plan).view(batch, locations.shape[1], heads * head_dim)
+
+
+def test_deformable_attention_backward_from_compact_state_equals_autograd():
+    shapes, value, locations, weights = _deformable_inputs(torch.float64)
+    upstream = torch.randn(2, 9, 8, dtype=torch.float64)
+    leaves = [value, locations, weights]
+    output = multi_scale_deformable_attention(value, shapes, locations, weights)
+    output.backward(upstream)
+    lean = _grads(leaves)
+    _clear(leaves)
+    expected = _autograd_deformable(value, shapes, locations, weights)
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, _grads(leaves)):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert (lean[1] == 0).any() and (lean[1] != 0).any()  # outside points get no location gradient
+
+
+def test_deformable_attention_keeps_about_18_bytes_per_sampling_point():
+    """Per point: int32 row (4), float32 fraction (8), bool inside flags (2), plus the attention weight (4, also the
+    softmax's output); not the 4 corner weights (16) nor the raw coordinates (8). Plus the padded value table."""
+    shapes, value, locations, weights = _deformable_inputs(torch.float32)
+    with _SavedBytes(exclude=[weights]) as saved:
+        multi_scale_deformable_attention(value, shapes, locations, weights)
+    num_points = weights.numel()
+    table_bytes = 2 * sum((h + 3) * (w + 3) for h, w in shapes) * 2 * 4 * 4
+    assert saved.total - table_bytes == num_points * (4 + 8 + 2)
+
+
+# --- the deformable encoder layer -------------------------------------------------------------------------------
+
+
+def test_deformable_encoder_layer_lean_ops_give_plain_autograd_results():
+    """In-place ReLU, positioned projections and the lean softmax against the plain composition (a Linear
+    subclass and a non-ReLU module holding a ReLU force the plain path)."""
+    torch.manual_seed(0)
+    layer = DeformableEncoderLayer(32, 4, 3, 2, 64).double().train()
+    for parameter in layer.parameters():  # zero-initialised projections would hide gradient paths
+        nn.init.normal_(parameter, std=0.2)
+    plain = DeformableEncoderLayer(32, 4, 3, 2, 64).double().train()
+    plain.load_state_dict(layer.state_dict())
+    plain.activation = nn.Sequential(nn.ReLU())
+    for name in ("sampling_offsets", "attention_weights"):
+        setattr(plain.self_attn, name, _plain_copy(getattr(layer.self_attn, name)))
+    shapes = [(2, 3), (4, 4), (5, 6)]
+    layout = MultiScaleLayout.build(shapes, torch.device("cpu"), torch.float64)
+    states = torch.randn(2, sum(h * w for h, w in shapes), 32, dtype=torch.float64, requires_grad=True)
+    positions = torch.randn(1, states.shape[1], 32, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn_like(states)
+
+    with _SavedBytes(exclude=list(layer.parameters())) as saved:
+        output = layer(states, positions, layout)
+    output.backward(upstream)
+    lean = _grads([states, positions]) + [p.grad for p in layer.parameters()]
+    _clear([states, positions])
+    with _SavedBytes(exclude=list(plain.parameters())) as plain_saved:
+        expected = plain(states, positions, layout)
+    expected.backward(upstream)
+    reference = _grads([states, positions]) + [p.grad for p in plain.parameters()]
+
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, reference):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
+    assert saved.total < plain_saved.total
+
+
+# --- MaskFormer's full-resolution mask losses -------------------------------------------------------------------
+
+
+def _plain_full_resolution_losses(mask_logits, image_index, query_index, targets, num_masks):
+    """The criterion's former composition: one float32 batch of all matched masks at the targets' size."""
+    predictions = mask_logits[image_index, query_index].flatten(0, -3).unsqueeze(1).float()
+    targets = targets.float()
+    predictions = F.interpolate(predictions, size=targets.shape[-2:], mode="bilinear", align_corners=False)
+    predictions, targets = predictions.flatten(1), targets.flatten(1)
+    return sigmoid_focal_loss(predictions, targets, num_masks), dice_loss(predictions, targets, num_masks)
+
+
+@pytest.mark.parametrize("frames", [None, 2])
+@pytest.mark.parametrize("segment_maps", [False, True])
+def test_full_resolution_mask_losses_chunked_equal_autograd(frames, segment_maps):
+    generator = torch.Generator().manual_seed(0)
+    frame_shape = [frames] if frames else []
+    matched = [_MASKS_PER_CHUNK + 3, 4]  # more than one chunk in the first image
+    mask_logits = torch.randn(2, 16, *frame_shape, 6, 7, generator=generator) * 3
+    mask_logits.requires_grad_()
+    query_index = torch.cat([torch.randperm(16, generator=generator)[:count] for count in matched])
+    image_index = torch.cat([torch.full((count,), image) for image, count in enumerate(matched)])
+    maps = [torch.randint(-1, 13, (*frame_shape, 24, 28), generator=generator) for _ in matched]
+    target_index = [torch.randperm(13, generator=generator)[:count] for count in matched]
+    one_hot = [(segment_map[None] == torch.arange(13).view(-1, *[1] * segment_map.dim())).float()
+               for segment_map in maps]
+    targets = [MatchedTargets(segment_map if segment_maps else masks, index, segment_maps, mask_logits.device)
+               for segment_map, masks, index in zip(maps, one_hot, target_index)]
+    stacked = torch.cat([masks[index].flatten(0, -3) for masks, index in zip(one_hot, target_index)])
+
+    losses = _FullResolutionMaskLosses.apply(mask_logits, image_index, query_index, 5.0, targets)
+    (losses[0] * 20 + losses[1] * 1).backward()
+    lean_grad, mask_logits.grad = mask_logits.grad, None
+    expected = _plain_full_resolution_losses(mask_logits, image_index, query_index, stacked, 5.0)
+    (expected[0] * 20 + expected[1] * 1).backward()
+    torch.testing.assert_close(losses[0], expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(losses[1], expected[1], rtol=0, atol=0)
+    torch.testing.assert_close(lean_grad, mask_logits.grad, rtol=1e-6, atol=1e-9)
+    assert lean_grad[0, query_index[0]].abs().sum() > 0
+
+
+def test_full_resolution_mask_losses_keep_nothing_of_full_resolution():
+    generator = torch.Generator().manual_seed(1)
+    mask_logits = torch.randn(1, 20, 8, 8, generator=generator, requires_grad=True)
+    segment_map = torch.randint(-1, 12, (64, 64), generator=generator)
+    targets = [MatchedTargets(segment_map, torch.arange(12), True, mask_logits.device)]
+    index = torch.arange(12)
+    with _SavedBytes(exclude=[mask_logits]) as saved:
+        _FullResolutionMaskLosses.apply(mask_logits, torch.zeros_like(index), index, 12.0, targets)
+    assert saved.total <= 2 * index.numel() * 8  # the two index vectors
+
+
+# --- GELU → Linear and the feed-forward blocks ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_linear_keeps_only_its_input_and_gives_autograd_gradients(approximate):
+    torch.manual_seed(0)
+    hidden = torch.randn(3, 7, 24, dtype=torch.float64, requires_grad=True)
+    linear = nn.Linear(24, 10, dtype=torch.float64)
+    plain = _plain_copy(linear)
+    upstream = torch.randn(3, 7, 10, dtype=torch.float64)
+    with _SavedBytes(exclude=list(linear.parameters())) as saved:
+        output = gelu_linear(hidden, linear, approximate)
+    output.backward(upstream)
+    lean = [hidden.grad.clone(), linear.weight.grad, linear.bias.grad]
+    hidden.grad = None
+    expected = gelu_linear(hidden, plain, approximate)  # a Linear subclass: plain autograd
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, [hidden.grad, plain.weight.grad, plain.bias.grad]):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert list(saved.storages) == [hidden.untyped_storage().data_ptr()]
+
+
+class _FeedForward(nn.Module):
+    def __init__(self, activation: str, dropout: float):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 32, dtype=torch.float64), nn.Linear(32, 8, dtype=torch.float64)
+        self.activation = ACT2FN[activation]
+        self.dropout = dropout
+
+
+@pytest.mark.parametrize(("activation", "dropout"), [("relu", 0.0), ("relu", 0.3), ("gelu", 0.0), ("gelu", 0.3),
+                                                     ("silu", 0.0)])
+def test_lean_feed_forward_equals_the_plain_block(activation, dropout):
+    torch.manual_seed(0)
+    block = _FeedForward(activation, dropout).train()
+    states = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 5, 8, dtype=torch.float64)
+    torch.manual_seed(1)
+    with _SavedBytes(exclude=list(block.parameters())) as saved:
+        output = lean_feed_forward(block, states)
+    output.backward(upstream)
+    lean = [states.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+    states.grad = None
+    block.zero_grad()
+    torch.manual_seed(1)
+    expected = block.fc2(F.dropout(block.activation(block.fc1(states)), dropout, True))
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, [states.grad] + [p.grad for p in block.parameters()]):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    if activation in ("relu", "gelu") and dropout == 0.0:  # the input and one [2, 5, 32] tensor
+        assert saved.total == states.numel() * 8 + 2 * 5 * 32 * 8
+
+
+def _maskformer_swin_config(**overrides):
+    from transformers import MaskFormerSwinConfig
+
+    return MaskFormerSwinConfig(**{**tiny_swin().to_dict(), **overrides})
+
+
+@pytest.mark.parametrize(("make_config", "mlp_class"), [(tiny_swin, "SwinMLP"),
+                                                         (_maskformer_swin_config, "MaskFormerSwinLayer")])
+def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_class):
+    from transformers import AutoBackbone
+
+    torch.manual_seed(0)
+    config = make_config(drop_path_rate=0.0)
+    backbone = AutoBackbone.from_config(config).double().train()
+    reference = AutoBackbone.from_config(config).double().train()
+    reference.load_state_dict(backbone.state_dict())
+    count = sum(1 for module in backbone.modules() if type(module).__name__ == mlp_class)
+    assert make_mlps_memory_lean(backbone) == count > 0
+    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with _SavedBytes(exclude=list(backbone.parameters())) as saved:
+        lean_maps = backbone(pixels).feature_maps
+    with _SavedBytes(exclude=list(reference.parameters())) as plain_saved:
+        maps = reference(pixels).feature_maps
+    for outputs in (lean_maps, maps):
+        sum((feature * torch.linspace(-1, 1, feature.numel(), dtype=torch.float64).view_as(feature)).sum()
+            for feature in outputs).backward()
+    for feature, expected in zip(lean_maps, maps):
+        torch.testing.assert_close(feature, expected, rtol=0, atol=0)
+    for (name, parameter), expected in zip(backbone.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-10, atol=1e-12, msg=name)
+    # one [tokens, 4 * channels] tensor less per MLP: 4 stages of 1, 1, 2, 1 blocks at 16, 8, 4, 2 tokens a side
+    channels = [16, 32, 64, 128]
+    expected_saving = sum(2 * side * side * 4 * dim * 8 * blocks
+                          for side, dim, blocks in zip([16, 8, 4, 2], channels, [1, 1, 2, 1]))
+    assert plain_saved.total - saved.total == expected_saving
+    copied = copy.deepcopy(backbone)  # e.g. an EMA copy of the model keeps the switched classes
+    assert {type(m).__name__ for m in copied.modules()} == {type(m).__name__ for m in backbone.modules()}
+    torch.testing.assert_close(copied(pixels).feature_maps[-1], lean_maps[-1], rtol=0, atol=0)
+
+
+def test_point_sampling_segment_maps_in_row_chunks_equals_one_pass():
+    from hf_maskformer_series import point_sampling
+
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randint(-1, 5, (3, 20, 24), generator=generator)
+    rows = point_sampling._ROWS_PER_CHUNK * 2 + 5
+    map_index, target_ids = torch.randint(0, 3, (rows,), generator=generator), torch.randint(0, 5, (rows,))
+    coordinates = torch.rand(rows, 40, 2, generator=generator)
+    chunked = point_sampling.point_sample_segment_maps(maps, map_index, target_ids, coordinates)
+    one_hot = (maps[map_index] == target_ids.view(-1, 1, 1)).float().unsqueeze(1)
+    assert torch.equal(chunked, point_sampling.point_sample(one_hot, coordinates).squeeze(1))
