@@ -11,6 +11,7 @@ from huggingface_hub import constants as hub_constants
 from torch import nn
 from transformers import AutoBackbone, PreTrainedConfig, TimmBackbone
 
+from .gelu_linear import make_mlps_memory_lean
 from .ms_deform_attn import is_tracing
 
 
@@ -65,6 +66,7 @@ def build_backbone(
         module = AutoBackbone.from_config(backbone_config)
     for submodule in module.modules():  # the backbone keeps its own initialisation scheme
         submodule._in_backbone = True
+    make_mlps_memory_lean(module)  # Swin MLPs keep one [tokens, 4·C] tensor for backward, not two (gelu_linear.py)
     return module
 
 
