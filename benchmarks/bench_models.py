@@ -59,6 +59,7 @@ STAGES = ["stage1", "stage2", "stage3", "stage4"]
 SECTIONS = ("processor", "forward", "postprocess", "pipeline", "bf16", "train", "video")
 LOGIT_ATOL = 1e-4
 FLIP_ATOL = 1e-2  # see logits_agreement
+FLIP_SIGNS = 0.999
 LOSS_RTOL = 1e-3
 TARGETS = {  # section -> minimum speed-up theirs/ours (issue 12's floors, CPU, 2 threads)
     "pipeline": 1.3,
@@ -318,21 +319,17 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def logits_agreement(ours, theirs) -> tuple[str, bool]:
-    """Class and mask logits within `LOGIT_ATOL`; or, for the entries of a few queries only, within
-    `FLIP_ATOL`: Mask2Former's masked attention thresholds each layer's mask probabilities at 0.5, so a float32
-    summation-order difference (oneDNN against MKL) can flip one pixel of one query's attention mask and move
-    that query's later logits by ~1e-3 — a discontinuity of the architecture, not a wrong value."""
+    """Class and mask logits within `LOGIT_ATOL`; or within `FLIP_ATOL` with at least `FLIP_SIGNS` of the mask-logit
+    signs equal: Mask2Former's masked attention thresholds each layer's mask probabilities at 0.5, so a float32
+    summation-order difference (oneDNN against MKL) can flip one pixel of a query's attention mask, and the queries'
+    self-attention carries the ~1e-3 change to the others — a discontinuity of the architecture, not a wrong value."""
     diff = max(max_abs_diff(ours.class_queries_logits, theirs.class_queries_logits),
                max_abs_diff(ours.masks_queries_logits, theirs.masks_queries_logits))
     if diff <= LOGIT_ATOL:
         return f"logits max diff {diff:.1e}", True
-    mask_off = (ours.masks_queries_logits.float() - theirs.masks_queries_logits.float()).abs().flatten(2)
-    class_off = (ours.class_queries_logits.float() - theirs.class_queries_logits.float()).abs()
-    off = (mask_off.amax(-1) > LOGIT_ATOL) | (class_off.amax(-1) > LOGIT_ATOL)  # [batch, queries]
-    queries = int(off.sum())
-    total = off.numel()
-    ok = diff <= FLIP_ATOL and queries <= max(1, total // 100)
-    return f"logits max diff {diff:.1e} ({queries} of {total} queries beyond {LOGIT_ATOL:g})", ok
+    signs = _sign_agreement(theirs.masks_queries_logits, ours.masks_queries_logits)
+    ok = diff <= FLIP_ATOL and signs >= FLIP_SIGNS
+    return f"logits max diff {diff:.1e} (a masked-attention flip: mask-logit signs {signs:.4%} equal)", ok
 
 
 # ----------------------------------------------------------------------------------------------------------------
