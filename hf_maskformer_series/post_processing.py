@@ -828,13 +828,13 @@ def panoptic_inference(
     mask_cls, mask_pred = mask_cls.detach(), mask_pred.detach()  # thresholds and argmax: not differentiable
     query_indices, scores, labels = select_panoptic_queries(mask_cls, object_mask_threshold)
     selected = mask_pred[query_indices]
-    if geometry is None or selected.shape[0] == 0:
-        if geometry is not None:
-            return torch.zeros(geometry.output, dtype=torch.int32, device=mask_pred.device), []
+    if geometry is None:
         return panoptic_from_selection(
             scores, labels, selected.float().sigmoid(), overlap_threshold, mask_threshold, label_ids_to_fuse,
             intersect_with_mask, overwrite=True,
         )
+    if selected.shape[0] == 0:
+        return torch.zeros(geometry.output, dtype=torch.int32, device=mask_pred.device), []
     # resize a band of rows at a time and take the pixel votes while the band is in cache
     votes = [
         _panoptic_pixel_votes(block.sigmoid_(), scores, mask_threshold, intersect_with_mask)
@@ -924,8 +924,8 @@ def _mask_scores(
     spatial, count = mask_logits.shape[1:], mask_logits.shape[0]
     # [pixels, n]: a free view when the logits are pixel-major
     logits_last = mask_logits.float().movedim(0, -1).reshape(math.prod(spatial), count)
-    if not overwrite and logits_last.untyped_storage().data_ptr() == mask_logits.untyped_storage().data_ptr():
-        logits_last = logits_last.clone()  # a view of the caller's logits: do not overwrite them
+    if not overwrite:
+        logits_last = logits_last.clone()  # `_mask_sums` works in place
     binary_last = torch.empty(logits_last.shape, dtype=torch.bool, device=logits_last.device)
     inside_sum, areas = _mask_sums(logits_last, mask_threshold, binary_last)
     mask_scores = (inside_sum / (areas.double() + 1e-6)).float()
