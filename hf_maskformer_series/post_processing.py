@@ -46,8 +46,6 @@ import torch
 import torch.nn.functional as F
 from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 
-from .onednn_layers import linear
-
 __all__ = [
     "MaskGeometry",
     "SegmentationPostProcessingMixin",
@@ -326,29 +324,53 @@ def _linear_interpolation_matrix(in_size: int, out_size: int) -> torch.Tensor:
     return matrix
 
 
-_BAND_ROWS = 32  # output rows per block of the banded product
+_BAND_ROWS = 32  # output rows per block of the banded row product
+_BAND_COLUMNS = 64  # output columns per block of the banded column product
+
+
+def _operator_bands(operator: torch.Tensor, band: int) -> tuple[tuple[int, int, int, int], ...]:
+    """Blocks ``(start, stop, first, last)`` of a banded ``[out, in]`` operator: outputs ``start:stop`` read only
+    inputs ``first:last`` (each output reads 2-4 inputs when upsampling)."""
+    blocks = []
+    for start in range(0, operator.shape[0], band):
+        used = operator[start : start + band].ne(0).any(0).nonzero().flatten()
+        first, last = (int(used[0]), int(used[-1]) + 1) if used.numel() else (0, 1)
+        blocks.append((start, min(start + band, operator.shape[0]), first, last))
+    return tuple(blocks)
+
+
+class ResizeOperators(NamedTuple):
+    """The upsample → crop → resize chain of one geometry as one linear map per axis, with its band structure."""
+
+    rows: torch.Tensor  # [H, h] float32
+    columns: torch.Tensor  # [W, w] float32
+    row_blocks: tuple[tuple[int, int, int, int], ...]  # _BAND_ROWS output rows each
+    column_blocks: tuple[tuple[int, int, int, int], ...]  # _BAND_COLUMNS output columns each
 
 
 @functools.lru_cache(maxsize=64)
-def _resize_operators(
-    mask_size: tuple[int, int], geometry: MaskGeometry
-) -> tuple[torch.Tensor, torch.Tensor, tuple[tuple[int, int, int, int], ...]]:
-    """The upsample → crop → resize chain as one linear map per axis.
-
-    Returns ``rows [H, h]`` (float32), ``columns [W, w]`` (float32) and the row blocks ``(start, stop, first,
-    last)``: output rows ``start:stop`` read only input rows ``first:last`` (each output row reads 2-4 input rows).
-    """
+def _resize_operators(mask_size: tuple[int, int], geometry: MaskGeometry) -> ResizeOperators:
+    """The upsample → crop → resize chain as one linear map per axis (see :class:`ResizeOperators`)."""
     axes = []
     for axis in range(2):
         upsample = _linear_interpolation_matrix(mask_size[axis], geometry.padded[axis])[: geometry.crop[axis]]
         axes.append(_linear_interpolation_matrix(geometry.crop[axis], geometry.output[axis]) @ upsample)
     rows, columns = axes
-    blocks = []
-    for start in range(0, rows.shape[0], _BAND_ROWS):
-        used = rows[start : start + _BAND_ROWS].ne(0).any(0).nonzero().flatten()
-        first, last = (int(used[0]), int(used[-1]) + 1) if used.numel() else (0, 1)
-        blocks.append((start, min(start + _BAND_ROWS, rows.shape[0]), first, last))
-    return rows.float(), columns.float(), tuple(blocks)
+    return ResizeOperators(
+        rows.float(), columns.float(), _operator_bands(rows, _BAND_ROWS), _operator_bands(columns, _BAND_COLUMNS)
+    )
+
+
+def _widen(mask_logits: torch.Tensor, operators: ResizeOperators) -> torch.Tensor:
+    """The column half of the resize: ``[count, h, w]`` → ``[h, W, count]`` float32 (pixel-major, the layout the
+    banded row products read), one small batched product per band of output columns."""
+    count, height, width = mask_logits.shape
+    columns = operators.columns.to(mask_logits.device)
+    source = mask_logits.float().permute(1, 2, 0).contiguous()  # [h, w, count]: the small side is re-laid out
+    widened = torch.empty(height, columns.shape[0], count, dtype=torch.float32, device=mask_logits.device)
+    for start, stop, first, last in operators.column_blocks:
+        torch.matmul(columns[start:stop, first:last], source[:, first:last], out=widened[:, start:stop])
+    return widened
 
 
 def resized_mask_logit_blocks(
@@ -370,16 +392,14 @@ def resized_mask_logit_blocks(
     """
     mask_logits = mask_logits.detach()  # post-processing is not differentiable (thresholds, argmax)
     count, height, width = mask_logits.shape
-    out_height, out_width = geometry.output
-    rows, columns, blocks = _resize_operators((int(height), int(width)), geometry)
-    rows, columns = rows.to(mask_logits.device), columns.to(mask_logits.device)
-    # width first: [count * h, w] x [W, w]^T, then laid out [h, W * count] for the banded row products
-    widened = linear(mask_logits.reshape(count * height, width).float(), columns).view(count, height, out_width)
-    widened = widened.permute(1, 2, 0).reshape(height, out_width * count)
+    out_width = geometry.output[1]
+    operators = _resize_operators((int(height), int(width)), geometry)
+    rows = operators.rows.to(mask_logits.device)
+    widened = _widen(mask_logits, operators).view(height, out_width * count)
     scratch = None
     if out is None:
         scratch = torch.empty(_BAND_ROWS, out_width, count, dtype=torch.float32, device=mask_logits.device)
-    for start, stop, first, last in blocks:
+    for start, stop, first, last in operators.row_blocks:
         block = out[start:stop] if scratch is None else scratch[: stop - start]
         torch.mm(rows[start:stop, first:last], widened[first:last], out=block.view(stop - start, out_width * count))
         yield start, stop, block
@@ -932,25 +952,49 @@ def _mask_scores(
     return binary_last.view(*spatial, count).movedim(-1, 0), mask_scores, areas
 
 
+_EXACT_FLOAT_COUNT = 2**24  # float32 sums of 0/1 values are exact below this
+
+
 def _mask_sums(
-    logits_last: torch.Tensor, mask_threshold: float, binary_out: torch.Tensor
+    logits_last: torch.Tensor,
+    mask_threshold: float,
+    binary_out: torch.Tensor | None = None,
+    scratch: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per mask: the sum of the probabilities inside the binary mask and its area, over a block of pixels.
 
     Args:
         logits_last: ``[pixels, n]`` float32 mask logits (overwritten).
         mask_threshold: probability threshold (strict), applied in logit space.
-        binary_out: ``[pixels, n]`` bool, receives the binary masks.
+        binary_out: optional ``[pixels, n]`` bool, receives the binary masks.
+        scratch: optional ``[pixels, n]`` float32 buffer (saves an allocation per block).
 
     Returns:
         ``inside_sum [n]`` float64 and ``areas [n]`` int64.
     """
-    torch.gt(logits_last, mask_logit_threshold(mask_threshold), out=binary_out)
-    areas = _count_true(binary_out)
-    # sum of the probabilities inside = sum of max(prob - t, 0) + t x area (sigmoid is monotonic), all in place:
-    # multiplying by a bool tensor or a fresh 0/1 buffer costs several times more on CPU
-    excess = logits_last.sigmoid_().sub_(mask_threshold).clamp_(min=0)
-    ones = torch.ones(1, excess.shape[0], dtype=excess.dtype, device=excess.device)
+    pixels, count = logits_last.shape
+    threshold_logit = mask_logit_threshold(mask_threshold)
+    if binary_out is not None:
+        torch.gt(logits_last, threshold_logit, out=binary_out)
+    if not math.isfinite(threshold_logit) or pixels >= _EXACT_FLOAT_COUNT:
+        inside = logits_last > threshold_logit
+        inside_sum = (logits_last.sigmoid() * inside).sum(0, dtype=torch.float64)
+        return inside_sum, inside.sum(0, dtype=torch.int64)
+    # all in place, no bool tensor (writing one costs more than a float pass on CPU): clamp at the threshold and
+    # shift it to 0, so that a pixel is inside iff its value is > 0 (for floats x > t <=> x - t > 0), and count
+    # the signs with a matrix product (exact: 0/1 sums below 2^24)
+    shifted = logits_last.clamp_(min=threshold_logit)
+    if threshold_logit != 0.0:
+        shifted.sub_(threshold_logit)
+    signs = torch.sign(shifted, out=scratch) if scratch is not None else torch.sign(shifted)
+    ones = torch.ones(1, pixels, dtype=torch.float32, device=logits_last.device)
+    areas = (ones @ signs).squeeze(0).round().long()
+    # sum of the probabilities inside = sum of (prob - t) over the clamped values + t x area: the clamped pixels
+    # add sigmoid(t's logit) - t, exactly 0 at t = 0.5 and at most a rounding step otherwise (hence the clamp)
+    if threshold_logit != 0.0:
+        excess = shifted.add_(threshold_logit).sigmoid_().sub_(mask_threshold).clamp_(min=0)
+    else:
+        excess = shifted.sigmoid_().sub_(0.5)
     inside_sum = (ones @ excess).squeeze(0).double() + mask_threshold * areas.double()
     return inside_sum, areas
 
@@ -963,16 +1007,30 @@ def _resized_mask_scores(
     count = mask_logits.shape[0]
     out_height, out_width = geometry.output
     device = mask_logits.device
-    binary = torch.empty(out_height if with_binary else _BAND_ROWS, out_width, count, dtype=torch.bool, device=device)
+    binary = torch.empty(out_height, out_width, count, dtype=torch.bool, device=device) if with_binary else None
+    scratch = torch.empty(_BAND_ROWS * out_width, count, dtype=torch.float32, device=device)
     inside_sum = torch.zeros(count, dtype=torch.float64, device=device)
     areas = torch.zeros(count, dtype=torch.int64, device=device)
     for start, stop, block in resized_mask_logit_blocks(mask_logits, geometry) if count else ():
-        binary_block = binary[start:stop] if with_binary else binary[: stop - start]
-        block_sum, block_areas = _mask_sums(block.view(-1, count), mask_threshold, binary_block.view(-1, count))
+        pixels = block.view(-1, count)
+        block_sum, block_areas = _mask_sums(
+            pixels, mask_threshold, None if binary is None else binary[start:stop].view(-1, count),
+            scratch[: pixels.shape[0]],
+        )
         inside_sum += block_sum
         areas += block_areas
     mask_scores = (inside_sum / (areas.double() + 1e-6)).float()
-    return binary.movedim(-1, 0) if with_binary else None, mask_scores, areas
+    return None if binary is None else binary.movedim(-1, 0), mask_scores, areas
+
+
+def _resized_binary_masks(mask_logits: torch.Tensor, geometry: MaskGeometry, mask_threshold: float) -> torch.Tensor:
+    """The masks resized to `geometry`'s output and binarised: pixel-major ``[n, H, W]`` bool."""
+    count = mask_logits.shape[0]
+    binary = torch.empty(*geometry.output, count, dtype=torch.bool, device=mask_logits.device)
+    threshold_logit = mask_logit_threshold(mask_threshold)
+    for start, stop, block in resized_mask_logit_blocks(mask_logits, geometry) if count else ():
+        torch.gt(block, threshold_logit, out=binary[start:stop])
+    return binary.movedim(-1, 0)
 
 
 _SCORE_MARGIN = 1e-4  # relative float rounding allowance when a score bound drops a candidate
@@ -1024,7 +1082,7 @@ def instance_selection(
     mask_index = inverse[order]
     if two_passes:
         kept, mask_index = torch.unique(mask_index, return_inverse=True)
-        unique_binary = _resized_mask_scores(logits[kept], geometry, mask_threshold)[0]
+        unique_binary = _resized_binary_masks(logits[kept], geometry, mask_threshold)
     return {
         "unique_masks": unique_binary,
         "mask_index": mask_index,

@@ -11,6 +11,7 @@ from hf_maskformer_series.onednn_layers import OneDnnConv2d, OneDnnLinear, use_o
 from hf_maskformer_series.post_processing import (
     MaskGeometry,
     _count_true,
+    _mask_sums,
     resize_mask_logits,
     resized_mask_logit_blocks,
     upsample_crop_resize,
@@ -125,6 +126,37 @@ def test_resize_blocks_cover_the_output_and_equal_the_original_chain():
         torch.testing.assert_close(block.permute(2, 0, 1), expected[:, start:stop], rtol=1e-5, atol=1e-5)
         rows.extend(range(start, stop))
     assert rows == list(range(107))
+
+
+@pytest.mark.parametrize("geometry", [
+    MaskGeometry(padded=(64, 96), crop=(60, 90), output=(13, 21)),  # downsampling: long bands
+    MaskGeometry(padded=(96, 128), crop=(96, 128), output=(96, 128)),  # the identity per axis
+])
+def test_resize_blocks_equal_the_original_chain_when_shrinking_or_at_equal_size(geometry):
+    logits = torch.randn(3, 24, 32)
+    expected = upsample_crop_resize(logits, geometry.padded, geometry.crop, geometry.output)
+    torch.testing.assert_close(resize_mask_logits(logits, geometry), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_threshold", [0.5, 0.3, 0.8])
+@pytest.mark.parametrize("with_scratch", [False, True])
+def test_mask_sums_equal_the_direct_computation(mask_threshold, with_scratch):
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3000, 7, generator=generator) * 4
+    threshold_logit = torch.logit(torch.tensor(mask_threshold, dtype=torch.float64)).float()
+    logits[:50] = 0.0  # exactly at 0.5's logit
+    logits[50:100] = threshold_logit  # exactly at the threshold's logit (not inside: strict)
+    logits[:, 5] = -3.0  # an empty mask
+    logits[:, 6] = 1e-30  # inside everywhere at 0.5 (a positive value whose sigmoid rounds to 0.5)
+    inside = logits > threshold_logit
+    expected_sum = (logits.double().sigmoid() * inside).sum(0)
+    binary = torch.empty(logits.shape, dtype=torch.bool)
+    scratch = torch.empty(logits.shape) if with_scratch else None
+    inside_sum, areas = _mask_sums(logits.clone(), mask_threshold, binary, scratch)
+    assert torch.equal(binary, inside)
+    assert torch.equal(areas, inside.sum(0))
+    torch.testing.assert_close(inside_sum, expected_sum, rtol=1e-4, atol=1e-3)  # float32 sums, as the original's
+    assert inside_sum[5] == 0 and areas[5] == 0
 
 
 def test_instance_inference_without_candidates_at_the_output_resolution():
