@@ -363,13 +363,19 @@ def _resize_operators(mask_size: tuple[int, int], geometry: MaskGeometry) -> Res
 
 def _widen(mask_logits: torch.Tensor, operators: ResizeOperators) -> torch.Tensor:
     """The column half of the resize: ``[count, h, w]`` → ``[h, W, count]`` float32 (pixel-major, the layout the
-    banded row products read), one small batched product per band of output columns."""
+    banded row products read).
+
+    One plain matrix product per band of output columns, ``[columns, K] x [K, h * count]`` (a batched product
+    over the rows runs as many tiny products, slow with several threads), each moved into place.
+    """
     count, height, width = mask_logits.shape
     columns = operators.columns.to(mask_logits.device)
-    source = mask_logits.float().permute(1, 2, 0).contiguous()  # [h, w, count]: the small side is re-laid out
+    # [w, h * count]: the small side is re-laid out
+    source = mask_logits.float().permute(2, 1, 0).reshape(width, height * count)
     widened = torch.empty(height, columns.shape[0], count, dtype=torch.float32, device=mask_logits.device)
     for start, stop, first, last in operators.column_blocks:
-        torch.matmul(columns[start:stop, first:last], source[:, first:last], out=widened[:, start:stop])
+        band = torch.mm(columns[start:stop, first:last], source[first:last]).view(stop - start, height, count)
+        widened[:, start:stop].copy_(band.transpose(0, 1))
     return widened
 
 
