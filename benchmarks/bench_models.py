@@ -613,12 +613,13 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
         ours_fn = getattr(ours_proc, f"post_process_{kind}_segmentation")
         their_fn = getattr(their_proc, f"post_process_{kind}_segmentation")
         check_kwargs = dict(kwargs, return_binary_maps=True) if kind == "instance" else kwargs
-        kind_threshold = threshold
+        kind_threshold, spread = threshold, ""
         if kind == "instance":
             # the instance threshold applies to class x mask scores: the one keeping 20 instances; binary maps
             # (an instance-id map keeps only the instances that own pixels: one, on an untrained model)
             kind_threshold = _instance_threshold_keeping(
                 ours_fn, timed_outputs, target, check_kwargs, settings.num_segments)
+            spread = _instance_spread(ours_fn, timed_outputs, target, check_kwargs, settings.num_segments)
         timed_kwargs = dict(check_kwargs, threshold=kind_threshold) if kwargs else kwargs
         a = ours_fn(square_outputs, target_sizes=target, **check_kwargs)[0]
         b = their_fn(square_outputs, target_sizes=target, **check_kwargs)[0]
@@ -642,10 +643,23 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
             "postprocess", pair.family.name, f"{kind}, model outputs {shape[0]}×{shape[1]} → {height}×{width}",
             ours_s, theirs_s, text, ok, target=TARGETS["postprocess"],
             note={"panoptic": f"threshold {threshold:.4f} (keeps {settings.num_segments} queries)",
-                  "instance": f"threshold {kind_threshold:.4f} (keeps {settings.num_segments} instances)",
+                  "instance": f"threshold {kind_threshold:.4f} (keeps {settings.num_segments} instances); {spread}",
                   "semantic": ""}[kind],
         ))
     return results
+
+
+def _instance_spread(post_process, outputs, target: list, kwargs: dict, count: int) -> str:
+    """How far apart the candidates are: an exact score rule can only skip the masks whose score bound falls below
+    the threshold, which needs candidates whose masks (or class scores) differ."""
+    masks = outputs.masks_queries_logits[0].float()
+    deviation = float((masks - masks.mean(0)).abs().amax())
+    segments = post_process(outputs, target_sizes=target, **dict(kwargs, threshold=0.0))[0]["segments_info"]
+    scores = sorted((segment["score"] for segment in segments), reverse=True)
+    kept = scores[: count + 1]
+    return (f"the queries' mask logits lie within {deviation:.3g} of their mean (spatial std "
+            f"{float(masks.std((1, 2)).mean()):.3g}); scores {kept[0]:.4f} … {kept[-1]:.4f} around the threshold, "
+            f"{len(scores)} candidates")
 
 
 def _instance_threshold_keeping(post_process, outputs, target: list, kwargs: dict, count: int) -> float:
