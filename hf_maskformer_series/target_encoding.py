@@ -234,7 +234,7 @@ def _index_map(label_map: torch.Tensor, kept_values: torch.Tensor, low: int, hig
         positions = torch.arange(kept_values.numel(), dtype=SEGMENT_MAP_DTYPE, device=label_map.device)
         table[kept_values[inside] - low] = positions[inside]
         return table.index_select(0, (label_map - low if low else label_map).flatten()).view(label_map.shape)
-    label_map = label_map.long()
+    label_map = label_map.long().contiguous()
     positions = torch.searchsorted(kept_values, label_map).clamp_(max=kept_values.numel() - 1)
     found = kept_values[positions] == label_map
     return torch.where(found, positions, NO_TARGET).to(SEGMENT_MAP_DTYPE)
@@ -260,7 +260,7 @@ def _one_hot_from_index_map(segment_map: torch.Tensor, num_targets: int) -> torc
     """
     one_hot = torch.zeros(num_targets, segment_map.numel(), device=segment_map.device)
     if num_targets:
-        flat = segment_map.view(1, -1)
+        flat = segment_map.reshape(1, -1)
         one_hot.scatter_(0, flat.clamp(min=0).long(), (flat != NO_TARGET).float())
     return one_hot.view(num_targets, *segment_map.shape)
 

@@ -125,10 +125,15 @@ def test_encoding_without_targets_and_with_ids_beyond_the_histogram(return_segme
         assert targets.shape == (0, 8, 8) and targets.dtype == torch.float32
     far = torch.tensor([[5, 70000, -70000], [5, 5, 70000]])  # a value range too wide for the lookup table
     mapping = {5: 1, 70000: 2, -70000: 3}
-    targets, labels = encode_segmentation_targets(far, instance_id_to_semantic_id=mapping,
-                                                  return_segment_map=return_segment_map)
-    one_hot, reference_map = _reference_targets(far, torch.tensor([-70000, 5, 70000]))
-    assert labels.tolist() == [3, 1, 2]
+    for label_map in (far, far.t()):  # also a non-contiguous map
+        targets, labels = encode_segmentation_targets(label_map, instance_id_to_semantic_id=mapping,
+                                                      return_segment_map=return_segment_map)
+        one_hot, reference_map = _reference_targets(label_map, torch.tensor([-70000, 5, 70000]))
+        assert labels.tolist() == [3, 1, 2]
+        assert torch.equal(targets, reference_map if return_segment_map else one_hot)
+    transposed = torch.as_tensor(np.random.default_rng(1).integers(0, 5, (9, 6))).t()
+    targets, labels = encode_segmentation_targets(transposed, return_segment_map=return_segment_map)
+    one_hot, reference_map = _reference_targets(transposed, torch.arange(5))
     assert torch.equal(targets, reference_map if return_segment_map else one_hot)
 
 
