@@ -202,7 +202,9 @@ def check_label_range(labels: torch.Tensor, num_labels: int | None, source: str)
 
 
 def _value_range(label_map: torch.Tensor) -> tuple[int, int]:
-    """`(min, max)` of a non-empty integer map."""
+    """`(min, max)` of an integer map (`(0, 0)` when it is empty)."""
+    if label_map.numel() == 0:
+        return 0, 0
     low, high = torch.aminmax(label_map)
     return int(low), int(high)
 
@@ -319,7 +321,7 @@ def encode_segmentation_targets(
         raise ValueError("`do_reduce_labels=True` needs `ignore_index` (label 0 is mapped to it).")
     label_map = _as_label_ids(label_map, ignore_index)
     device = label_map.device
-    low, high = _value_range(label_map) if label_map.numel() else (0, 0)
+    low, high = _value_range(label_map)
 
     if segments_info is not None:
         segment_ids = _present_values(label_map, low, high)
@@ -354,7 +356,7 @@ def encode_segmentation_targets(
 
     if do_reduce_labels:
         label_map = reduce_labels(label_map, ignore_index)
-        low, high = _value_range(label_map) if label_map.numel() else (0, 0)
+        low, high = _value_range(label_map)
     values = _present_values(label_map, low, high)
     if ignore_index is not None:
         values = values[values != ignore_index]
@@ -427,7 +429,7 @@ def encode_video_targets(
         if masks.shape[0]:
             ids = torch.where(masks.any(0), masks.to(torch.uint8).argmax(0).to(SEGMENT_MAP_DTYPE), ids)
         ids = resize_label_map(ids, new_size)
-        low, high = _value_range(ids) if ids.numel() else (0, 0)
+        low, high = _value_range(ids)
         present = _present_values(ids, low, high)
         present = present[present != NO_TARGET]
         return _pad_segment_map(_index_map(ids, present, low, high), padded_size), labels[present]
