@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import PIL.Image
 import torch
-import torch.nn.functional as F
+import torchvision.transforms.v2.functional as tvF
 from transformers.image_processing_backends import TorchvisionBackend
 from transformers.image_processing_utils import BatchFeature, get_size_dict
 from transformers.image_utils import (
@@ -21,13 +22,13 @@ from transformers.image_utils import (
     IMAGENET_DEFAULT_STD,
     PILImageResampling,
     SizeDict,
+    pil_torch_interpolation_mapping,
 )
 from transformers.processing_utils import ImagesKwargs, Unpack
 from transformers.utils import TensorType
 
 from .post_processing import SegmentationPostProcessingMixin
 from .target_encoding import (
-    NO_TARGET,
     encode_segmentation_targets,
     label_map_to_tensor,
     resize_label_map,
@@ -71,6 +72,9 @@ class SeriesSegmentationImageProcessorKwargs(ImagesKwargs, total=False):
     size_divisor: int
     snap_resize_to_size_divisor: bool
     return_segment_maps: bool
+
+
+_CHANNELS_LAST_RESIZE = (tvF.InterpolationMode.BILINEAR, tvF.InterpolationMode.BICUBIC)
 
 
 def _as_per_image_list(value: Any, batch_size: int, name: str) -> list:
@@ -280,6 +284,84 @@ class SeriesSegmentationImageProcessorBase(SegmentationPostProcessingMixin, Torc
             raise ValueError("`instance_id_to_semantic_id` / `segments_info` need `segmentation_maps`.")
         return self._preprocess(prepared, label_maps, instance_id_to_semantic_id, segments_info, **kwargs)
 
+    def process_image(self, image: Any, *args: Any, device: Any = None, **kwargs: Any) -> torch.Tensor:
+        """One raw image as a `[3, H, W]` tensor (transformers' conversion), except that an RGB PIL image stays in
+        its channels-last memory (a `[3, H, W]` view of the `[H, W, 3]` pixels): the uint8 resize kernels work in
+        that layout, so the channels-first copy would be undone inside the resize (see `_resize_image`)."""
+        if isinstance(image, PIL.Image.Image) and image.mode == "RGB" and device in (None, "cpu"):
+            return torch.from_numpy(np.array(image)).permute(2, 0, 1)
+        return super().process_image(image, *args, device=device, **kwargs)
+
+    def _resize_image(self, image: torch.Tensor, new_size: tuple[int, int], resample: Any) -> torch.Tensor:
+        """`self.resize` to `new_size`; a channels-last view is resized in place only where the result is the same
+        as from the channels-first copy (uint8 bilinear / bicubic: the kernel itself works channels-last)."""
+        interpolation = pil_torch_interpolation_mapping.get(resample, resample)
+        if not image.is_contiguous() and interpolation not in _CHANNELS_LAST_RESIZE:
+            image = image.contiguous()
+        return self.resize(image, size=SizeDict(height=new_size[0], width=new_size[1]), resample=resample)
+
+    @staticmethod
+    def _padded_size(sizes: list[tuple[int, int]], size_divisor: int, pad_size: SizeDict | None) -> tuple[int, int]:
+        """The batch's padded `(height, width)`: `pad_size`, else the largest size rounded up to `size_divisor`."""
+        max_height = max(height for height, _ in sizes)
+        max_width = max(width for _, width in sizes)
+        if pad_size is not None:
+            if not (pad_size.height and pad_size.width):
+                raise ValueError(f"`pad_size` must hold 'height' and 'width', got {dict(pad_size)}.")
+            if pad_size.height < max_height or pad_size.width < max_width:
+                raise ValueError(
+                    f"`pad_size` {(pad_size.height, pad_size.width)} is smaller than the largest processed image "
+                    f"{(max_height, max_width)}."
+                )
+            return pad_size.height, pad_size.width
+        if size_divisor:
+            return -(-max_height // size_divisor) * size_divisor, -(-max_width // size_divisor) * size_divisor
+        return max_height, max_width
+
+    def _pixel_values(
+        self,
+        images: list[torch.Tensor],
+        padded_size: tuple[int, int],
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean: Any,
+        image_std: Any,
+    ) -> torch.Tensor:
+        """Rescale + normalise the resized `[3, h, w]` images into one zero-padded `[batch, 3, H, W]` tensor.
+
+        With both steps (the default), each image is normalised in its place in the batch tensor with transformers'
+        fused constants -- `(float32(x) - mean / rescale_factor) / (std / rescale_factor)`, the same operations on
+        the same values as `rescale_and_normalize` -- which skips the float copy of the image and its padded copy.
+        """
+        batch_size, channels = len(images), images[0].shape[0]
+        if not (do_rescale and do_normalize):
+            images = [
+                self.rescale_and_normalize(image[None], do_rescale, rescale_factor, do_normalize, image_mean,
+                                           image_std)[0]
+                for image in images
+            ]
+            pixel_values = images[0].new_zeros((batch_size, channels, *padded_size))
+            for index, image in enumerate(images):
+                pixel_values[index, :, : image.shape[-2], : image.shape[-1]] = image
+            return pixel_values
+        device = images[0].device
+        mean, std, _ = self._fuse_mean_std_and_rescale_factor(
+            do_normalize=do_normalize, image_mean=image_mean, image_std=image_std, do_rescale=do_rescale,
+            rescale_factor=rescale_factor, device=device,
+        )
+        mean = torch.as_tensor(mean, dtype=torch.float32, device=device).view(-1, 1, 1)
+        std = torch.as_tensor(std, dtype=torch.float32, device=device).view(-1, 1, 1)
+        pixel_values = torch.empty((batch_size, channels, *padded_size), dtype=torch.float32, device=device)
+        for index, image in enumerate(images):
+            height, width = image.shape[-2:]
+            pixel_values[index, :, height:].zero_()
+            pixel_values[index, :, :height, width:].zero_()
+            target = pixel_values[index, :, :height, :width]
+            target.copy_(image)
+            target.sub_(mean).div_(std)
+        return pixel_values
+
     def _preprocess(
         self,
         images: list[torch.Tensor],
@@ -310,67 +392,45 @@ class SeriesSegmentationImageProcessorBase(SegmentationPostProcessingMixin, Torc
             raise ValueError(f"Got {len(segments_info)} `segments_info` lists for {batch_size} images.")
         size_divisor = size_divisor or 0
 
-        processed, mask_labels, class_labels = [], [], []
+        # the geometry first, so that every output is written once, in its padded place
+        sizes = []
         for index, image in enumerate(images):
             height, width = image.shape[-2:]
-            label_map = None
+            if label_maps is not None and tuple(label_maps[index].shape) != (height, width):
+                raise ValueError(
+                    f"Segmentation map {index} has size {tuple(label_maps[index].shape)} but its image has size "
+                    f"{(height, width)}."
+                )
+            sizes.append(
+                resized_image_size(height, width, size, size_divisor, snap_resize_to_size_divisor)
+                if do_resize else (height, width)
+            )
+        padded_height, padded_width = self._padded_size(sizes, size_divisor, pad_size)
+
+        resized, mask_labels, class_labels = [], [], []
+        for index, (image, new_size) in enumerate(zip(images, sizes)):
+            resized.append(self._resize_image(image, new_size, resample) if do_resize else image)
             if label_maps is not None:
-                label_map = label_maps[index]
-                if tuple(label_map.shape) != (height, width):
-                    raise ValueError(
-                        f"Segmentation map {index} has size {tuple(label_map.shape)} but its image has size "
-                        f"{(height, width)}."
-                    )
-            if do_resize:
-                new_size = resized_image_size(height, width, size, size_divisor, snap_resize_to_size_divisor)
-                image = self.resize(image, size=SizeDict(height=new_size[0], width=new_size[1]), resample=resample)
-                if label_map is not None:
-                    label_map = resize_label_map(label_map, new_size)
-            image = self.rescale_and_normalize(
-                image[None], do_rescale, rescale_factor, do_normalize, image_mean, image_std
-            )[0]
-            processed.append(image)
-            if label_map is not None:
                 masks, labels = encode_segmentation_targets(
-                    label_map,
+                    resize_label_map(label_maps[index], new_size),
                     instance_id_to_semantic_id=id_maps[index],
                     segments_info=segments_info[index] if segments_info is not None else None,
                     ignore_index=ignore_index,
                     do_reduce_labels=do_reduce_labels,
                     num_labels=num_labels,
                     return_segment_map=bool(return_segment_maps),
+                    padded_size=(padded_height, padded_width),
                 )
                 mask_labels.append(masks)
                 class_labels.append(labels)
 
-        max_height = max(image.shape[-2] for image in processed)
-        max_width = max(image.shape[-1] for image in processed)
-        if pad_size is not None:
-            if not (pad_size.height and pad_size.width):
-                raise ValueError(f"`pad_size` must hold 'height' and 'width', got {dict(pad_size)}.")
-            if pad_size.height < max_height or pad_size.width < max_width:
-                raise ValueError(
-                    f"`pad_size` {(pad_size.height, pad_size.width)} is smaller than the largest processed image "
-                    f"{(max_height, max_width)}."
-                )
-            padded_height, padded_width = pad_size.height, pad_size.width
-        elif size_divisor:
-            padded_height = -(-max_height // size_divisor) * size_divisor
-            padded_width = -(-max_width // size_divisor) * size_divisor
-        else:
-            padded_height, padded_width = max_height, max_width
-
-        # one allocation for the batch (zeros = the padding), each image copied into its top-left corner
-        pixel_values = processed[0].new_zeros((batch_size, processed[0].shape[0], padded_height, padded_width))
+        pixel_values = self._pixel_values(
+            resized, (padded_height, padded_width), do_rescale, rescale_factor, do_normalize, image_mean, image_std
+        )
         pixel_mask = torch.zeros((batch_size, padded_height, padded_width), dtype=torch.int64,
-                                 device=processed[0].device)
-        for index, image in enumerate(processed):
-            height, width = image.shape[-2:]
-            pixel_values[index, :, :height, :width] = image
+                                 device=pixel_values.device)
+        for index, (height, width) in enumerate(sizes):
             pixel_mask[index, :height, :width] = 1
-            if label_maps is not None:
-                padding = (0, padded_width - width, 0, padded_height - height)
-                mask_labels[index] = F.pad(mask_labels[index], padding, value=NO_TARGET if return_segment_maps else 0)
 
         if return_tensors is None:  # per-image tensors, as transformers' processors return without return_tensors
             pixel_values, pixel_mask = list(pixel_values), list(pixel_mask)

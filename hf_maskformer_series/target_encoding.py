@@ -13,6 +13,7 @@ place. Two target forms come out (the models' losses accept both and give the sa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -93,14 +94,34 @@ def resized_image_size(
     return int(new_height), int(new_width)
 
 
+@lru_cache(maxsize=64)
+def _nearest_exact_source_indices(input_size: int, output_size: int) -> torch.Tensor:
+    """`[output_size]` int64: the input position each output position of a `nearest-exact` resize reads.
+
+    Taken from `F.interpolate` itself (on the positions `0 .. input_size - 1`, exact in float64), so a gather with
+    these indices is the interpolation, whatever rounding PyTorch's kernel uses. Cached: never modify the result.
+    """
+    positions = torch.arange(input_size, dtype=torch.float64).view(1, 1, input_size)
+    return F.interpolate(positions, size=output_size, mode="nearest-exact").view(output_size).long()
+
+
 def resize_label_map(label_map: torch.Tensor, new_size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-exact resize of an integer map `[..., H, W]` (float64 keeps panoptic ids up to 256³ exact)."""
-    if tuple(label_map.shape[-2:]) == tuple(new_size):
+    """Nearest-exact resize of a map `[..., H, W]` → `[..., new_H, new_W]`, same dtype (a label map: integer ids).
+
+    The same result as `F.interpolate(..., mode="nearest-exact")` (which reads one input pixel per output pixel),
+    computed as one gather in the map's own dtype: exact for every id, no float copy of the map.
+    """
+    height, width = label_map.shape[-2:]
+    new_height, new_width = (int(side) for side in new_size)
+    if (height, width) == (new_height, new_width):
         return label_map
-    leading = label_map.shape[:-2]
-    flat = label_map.reshape(1, -1, *label_map.shape[-2:]).double()
-    resized = F.interpolate(flat, size=tuple(new_size), mode="nearest-exact")
-    return resized.reshape(*leading, *new_size).to(label_map.dtype)
+    rows = _nearest_exact_source_indices(height, new_height).to(label_map.device)
+    columns = _nearest_exact_source_indices(width, new_width).to(label_map.device)
+    if height * width < 2**31:  # int32 positions: half the memory traffic of the gather index
+        rows, columns = rows.int(), columns.int()
+    positions = (rows.view(-1, 1) * width + columns.view(1, -1)).view(-1)
+    flat = label_map.reshape(*label_map.shape[:-2], height * width)
+    return flat.index_select(-1, positions).view(*label_map.shape[:-2], new_height, new_width)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -125,8 +146,14 @@ def rgb_to_panoptic_id(rgb: torch.Tensor) -> torch.Tensor:
     return rgb[..., 0] + 256 * rgb[..., 1] + 256 * 256 * rgb[..., 2]
 
 
+_INT32_EXACT = (torch.uint8, torch.int8, torch.int16, torch.int32)
+
+
 def label_map_to_tensor(label_map: Any, panoptic: bool) -> torch.Tensor:
-    """A label map (PIL, numpy, torch) as an int64 ``[height, width]`` tensor (COCO RGB decoded when panoptic)."""
+    """A label map (PIL, numpy, torch) as an integer ``[height, width]`` tensor (COCO RGB decoded when panoptic).
+
+    int32 for maps of integers up to 32 bits (kept without a copy when already int32), int64 otherwise.
+    """
     if hasattr(label_map, "mode") and hasattr(label_map, "size") and not isinstance(label_map, np.ndarray):
         label_map = np.array(label_map)
     tensor = torch.as_tensor(np.asarray(label_map) if not isinstance(label_map, torch.Tensor) else label_map)
@@ -142,7 +169,15 @@ def label_map_to_tensor(label_map: Any, panoptic: bool) -> torch.Tensor:
     if tensor.is_floating_point():
         if not bool((tensor == tensor.round()).all()):
             raise ValueError("A segmentation map must hold integer label ids, got non-integer values.")
-    return tensor.long()
+    return _as_label_ids(tensor)
+
+
+def _as_label_ids(label_map: torch.Tensor, ignore_index: int | None = None) -> torch.Tensor:
+    """An integer map as int32 (when its dtype and `ignore_index` fit in it exactly) or int64; no copy if it is one."""
+    fits = ignore_index is None or -(2**31) <= ignore_index < 2**31
+    if label_map.dtype in _INT32_EXACT and fits:
+        return label_map.int()
+    return label_map.long()
 
 
 def reduce_labels(values: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -166,28 +201,70 @@ def check_label_range(labels: torch.Tensor, num_labels: int | None, source: str)
         )
 
 
-def _present_values(label_map: torch.Tensor) -> torch.Tensor:
-    """Sorted distinct values of an integer map (a histogram for small non-negative ids, faster than `unique`)."""
+def _value_range(label_map: torch.Tensor) -> tuple[int, int]:
+    """`(min, max)` of an integer map (`(0, 0)` when it is empty)."""
+    if label_map.numel() == 0:
+        return 0, 0
+    low, high = torch.aminmax(label_map)
+    return int(low), int(high)
+
+
+def _present_values(label_map: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Sorted distinct values (int64) of an integer map whose values lie in `[low, high]`.
+
+    A histogram over the value range when it is small (far faster than `unique`).
+    """
     flat = label_map.flatten()
-    if flat.numel() and 0 <= int(flat.min()) and int(flat.max()) < 65536:
-        return torch.bincount(flat).nonzero().flatten()
-    return torch.unique(flat)
+    if flat.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=label_map.device)
+    if high - low < 65536:
+        counts = torch.bincount(flat - low if low else flat)
+        return counts.nonzero().flatten() + low
+    return torch.unique(flat).long()
 
 
-def _index_map(label_map: torch.Tensor, kept_values: torch.Tensor) -> torch.Tensor:
-    """Segment map: position of each pixel's value in the sorted `kept_values`, `NO_TARGET` where it is not kept."""
-    if kept_values.numel() == 0:
+def _index_map(label_map: torch.Tensor, kept_values: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Segment map: position of each pixel's value in the sorted `kept_values`, `NO_TARGET` where it is not kept.
+
+    `[low, high]` holds every value of `label_map`.
+    """
+    if kept_values.numel() == 0 or label_map.numel() == 0:
         return torch.full(label_map.shape, NO_TARGET, dtype=SEGMENT_MAP_DTYPE, device=label_map.device)
-    low, high = (int(value) for value in torch.aminmax(label_map))
     if high - low < 65536:  # a lookup table over the value range (index_select: far faster than indexing)
         table = torch.full((high - low + 1,), NO_TARGET, dtype=SEGMENT_MAP_DTYPE, device=label_map.device)
         inside = (kept_values >= low) & (kept_values <= high)
         positions = torch.arange(kept_values.numel(), dtype=SEGMENT_MAP_DTYPE, device=label_map.device)
         table[kept_values[inside] - low] = positions[inside]
         return table.index_select(0, (label_map - low if low else label_map).flatten()).view(label_map.shape)
+    label_map = label_map.long().contiguous()
     positions = torch.searchsorted(kept_values, label_map).clamp_(max=kept_values.numel() - 1)
     found = kept_values[positions] == label_map
     return torch.where(found, positions, NO_TARGET).to(SEGMENT_MAP_DTYPE)
+
+
+def _pad_segment_map(segment_map: torch.Tensor, padded_size: tuple[int, int] | None) -> torch.Tensor:
+    """`[(frames,) h, w]` → `[(frames,) *padded_size]`, `NO_TARGET` in the bottom/right padding."""
+    if padded_size is None or tuple(segment_map.shape[-2:]) == tuple(padded_size):
+        return segment_map
+    height, width = segment_map.shape[-2:]
+    if padded_size[0] < height or padded_size[1] < width:
+        raise ValueError(f"`padded_size` {tuple(padded_size)} is smaller than the label map {(height, width)}.")
+    padded = segment_map.new_full((*segment_map.shape[:-2], *padded_size), NO_TARGET)
+    padded[..., :height, :width] = segment_map
+    return padded
+
+
+def _one_hot_from_index_map(segment_map: torch.Tensor, num_targets: int) -> torch.Tensor:
+    """`segment_map_to_one_hot(..., dtype=float32)` of a map whose values all lie in `[NO_TARGET, num_targets)`.
+
+    One scatter of each pixel into its target's mask (a pixel without a target writes 0 into mask 0, where it is
+    already 0), instead of one comparison per target.
+    """
+    one_hot = torch.zeros(num_targets, segment_map.numel(), device=segment_map.device)
+    if num_targets:
+        flat = segment_map.reshape(1, -1)
+        one_hot.scatter_(0, flat.clamp(min=0).long(), (flat != NO_TARGET).float())
+    return one_hot.view(num_targets, *segment_map.shape)
 
 
 def segment_map_to_one_hot(segment_map: torch.Tensor, num_targets: int, dtype: torch.dtype = torch.float32):
@@ -196,10 +273,12 @@ def segment_map_to_one_hot(segment_map: torch.Tensor, num_targets: int, dtype: t
     return (segment_map.unsqueeze(0) == targets).to(dtype)
 
 
-def _targets(label_map: torch.Tensor, kept_values: torch.Tensor, labels: torch.Tensor, return_segment_map: bool):
+def _targets(label_map: torch.Tensor, kept_values: torch.Tensor, labels: torch.Tensor, low: int, high: int,
+             return_segment_map: bool, padded_size: tuple[int, int] | None):
+    segment_map = _pad_segment_map(_index_map(label_map, kept_values, low, high), padded_size)
     if return_segment_map:
-        return _index_map(label_map, kept_values), labels
-    return (label_map.unsqueeze(0) == kept_values.view(-1, 1, 1)).float(), labels
+        return segment_map, labels
+    return _one_hot_from_index_map(segment_map, kept_values.numel()), labels
 
 
 def encode_segmentation_targets(
@@ -210,6 +289,7 @@ def encode_segmentation_targets(
     do_reduce_labels: bool = False,
     num_labels: int | None = None,
     return_segment_map: bool = False,
+    padded_size: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Turn one label map into training targets (the label contract of the processors and training examples).
 
@@ -227,20 +307,24 @@ def encode_segmentation_targets(
         do_reduce_labels: 0 -> `ignore_index`, others -1.
         num_labels: when set, class ids must lie in ``[0, num_labels)``.
         return_segment_map: return the lean segment-map form instead of one-hot masks.
+        padded_size: when set, the targets are padded bottom/right to this ``(height, width)`` (no target there:
+            0 in the one-hot masks, -1 in the segment map).
 
     Returns:
         ``(masks [num_targets, height, width] float 0/1, labels [num_targets] int64)``, or with
-        `return_segment_map` ``(segment_map [height, width] int32 with values in [-1, num_targets), labels)``.
+        `return_segment_map` ``(segment_map [height, width] int32 with values in [-1, num_targets), labels)``
+        (``padded_size`` instead of ``[height, width]`` when given).
     """
     if instance_id_to_semantic_id is not None and segments_info is not None:
         raise ValueError("Pass either `instance_id_to_semantic_id` (instance maps) or `segments_info` (panoptic).")
     if do_reduce_labels and ignore_index is None:
         raise ValueError("`do_reduce_labels=True` needs `ignore_index` (label 0 is mapped to it).")
-    label_map = label_map.long()
+    label_map = _as_label_ids(label_map, ignore_index)
     device = label_map.device
+    low, high = _value_range(label_map)
 
     if segments_info is not None:
-        segment_ids = _present_values(label_map)
+        segment_ids = _present_values(label_map, low, high)
         segment_ids = segment_ids[segment_ids != 0]  # 0 = void / unlabelled in COCO panoptic
         by_id = {}
         for segment in segments_info:
@@ -268,17 +352,18 @@ def encode_segmentation_targets(
             valid = labels != ignore_index
             kept, labels = kept[valid], labels[valid]
         check_label_range(labels, num_labels, "panoptic `segments_info`")
-        return _targets(label_map, kept, labels, return_segment_map)
+        return _targets(label_map, kept, labels, low, high, return_segment_map, padded_size)
 
     if do_reduce_labels:
         label_map = reduce_labels(label_map, ignore_index)
-    values = _present_values(label_map)
+        low, high = _value_range(label_map)
+    values = _present_values(label_map, low, high)
     if ignore_index is not None:
         values = values[values != ignore_index]
 
     if instance_id_to_semantic_id is None:
         check_label_range(values, num_labels, "semantic segmentation map")
-        return _targets(label_map, values, values, return_segment_map)
+        return _targets(label_map, values, values, low, high, return_segment_map, padded_size)
 
     mapping = {int(key): int(value) for key, value in instance_id_to_semantic_id.items()}
     instance_ids = values.tolist()
@@ -293,7 +378,7 @@ def encode_segmentation_targets(
     if do_reduce_labels:
         labels = labels - 1
     check_label_range(labels, num_labels, "`instance_id_to_semantic_id` mapping")
-    return _targets(label_map, values, labels, return_segment_map)
+    return _targets(label_map, values, labels, low, high, return_segment_map, padded_size)
 
 
 def encode_video_targets(
@@ -344,10 +429,10 @@ def encode_video_targets(
         if masks.shape[0]:
             ids = torch.where(masks.any(0), masks.to(torch.uint8).argmax(0).to(SEGMENT_MAP_DTYPE), ids)
         ids = resize_label_map(ids, new_size)
-        present = _present_values(ids[ids >= 0].long())
-        segment_map = torch.full((num_frames, *padded_size), NO_TARGET, dtype=SEGMENT_MAP_DTYPE)
-        segment_map[..., : new_size[0], : new_size[1]] = _index_map(ids.long(), present)
-        return segment_map, labels[present]
+        low, high = _value_range(ids)
+        present = _present_values(ids, low, high)
+        present = present[present != NO_TARGET]
+        return _pad_segment_map(_index_map(ids, present, low, high), padded_size), labels[present]
     masks = masks.float()
     if masks.shape[0] and tuple(masks.shape[-2:]) != tuple(new_size):
         masks = F.interpolate(masks, size=tuple(new_size), mode="nearest-exact")
