@@ -96,6 +96,9 @@ def run_inference(task: Task, model, processor, rows, labels: LabelSet, args: ar
 
     if predictions_dir is not None:
         batches = [b for b in batches if not all(done(i) for i in b)]
+    if accelerator is not None:
+        # every process must split the same pending batches: none writes before all have looked
+        accelerator.wait_for_everyone()
     num_pending = sum(len(b) for b in batches)
     loader = torch.utils.data.DataLoader(_Batches(task, processor, rows, batches[process_index::num_processes], args),
                                          batch_size=None, num_workers=num_workers, collate_fn=_as_is)
