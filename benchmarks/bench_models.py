@@ -478,15 +478,9 @@ def _bench_encode_lean(pair: ModelPair, settings: Settings, image, segment_map, 
         return pair.our_processor(images=image, segmentation_maps=segment_map, instance_id_to_semantic_id=mapping,
                                   ignore_index=0, return_tensors="pt", return_segment_maps=True)
 
-    try:
-        lean = encode_lean()
-    except (TypeError, ValueError) as error:
-        lean, reason = None, f"{type(error).__name__}: {str(error)[:100]}"
-    else:
-        reason = "" if lean["mask_labels"][0].ndim == 2 else "one-hot masks returned"
-    if reason:  # the lean form is contract 2 of the targets work; older processors do not have it
-        return Result("encode", pair.family.name, case, agreement="skipped", note=f"not available yet ({reason})")
-    expanded_equal, classes_equal = True, True
+    lean = encode_lean()
+    expanded_equal = all(maps.ndim == 2 for maps in lean["mask_labels"])  # one [H, W] map per image
+    classes_equal = True
     for maps, classes, their_masks, their_classes in zip(
         lean["mask_labels"], lean["class_labels"], their_encoding["mask_labels"], their_encoding["class_labels"]
     ):
@@ -864,12 +858,7 @@ def training_step_child(args: argparse.Namespace) -> dict:
     # the probe starts after loading: `baseline` is the loaded model, `peak` the high-water mark of the steps
     # (the warm-up step included: it allocates the optimizer state and the largest activations)
     with MemoryProbe(args.device) as probe:
-        try:
-            first_loss = step(0)
-        except Exception as error:  # noqa: BLE001 - contract 2 of the targets work: older losses reject integer maps
-            if not args.lean_targets:
-                raise
-            return {"skipped": f"{type(error).__name__}: {str(error)[:100]}"}
+        first_loss = step(0)
         for index in range(args.steps):
             synchronize(args.device)
             begin = time.perf_counter()
@@ -909,8 +898,6 @@ def _train_children(pair: ModelPair, settings: Settings, lean_targets: bool) -> 
                 "--masks-per-image", str(settings.train_masks_per_image), "--steps", str(settings.train_steps),
                 *(["--lean-targets"] if lean_targets and implementation == "ours" else []),
             ]))
-            if "skipped" in runs[implementation][-1]:
-                return runs
     return runs
 
 
@@ -922,23 +909,13 @@ def bench_train(pair: ModelPair, settings: Settings) -> list[Result]:
         case = base_case + (", ours with lean targets (segment maps)" if lean else "")
         targets = dict(memory_target=TRAIN_MEMORY_TARGET) if lean else dict(target=TARGETS["train"])
         if settings.checks_only:
-            try:
-                ours_loss = _in_process_loss(pair, settings, "ours", lean_targets=lean)
-            except Exception as error:  # noqa: BLE001 - the lean form is contract 2 of the targets work
-                results.append(Result("train", pair.label, case, agreement="skipped",
-                                      note=f"not available yet ({type(error).__name__}: {str(error)[:100]})"))
-                continue
+            ours_loss = _in_process_loss(pair, settings, "ours", lean_targets=lean)
             their_loss = _in_process_loss(pair, settings, "theirs")
             relative = abs(ours_loss - their_loss) / max(abs(their_loss), 1e-12)
             results.append(Result("train", pair.label, case, agreement=f"first-step loss rel. diff {relative:.1e}",
                                   agrees=relative <= LOSS_RTOL, **targets))
             continue
         runs = _train_children(pair, settings, lean)
-        skipped = [run["skipped"] for value in runs.values() for run in value if "skipped" in run]
-        if skipped:
-            results.append(Result("train", pair.label, case, agreement="skipped",
-                                  note=f"not available yet ({skipped[0]})"))
-            continue
         times = {key: sorted(t for run in value for t in run["times"]) for key, value in runs.items()}
         peaks = {key: float(np.median([run["peak_mib"] for run in value])) for key, value in runs.items()}
         baselines = {key: float(np.median([run["baseline_mib"] for run in value])) for key, value in runs.items()}
