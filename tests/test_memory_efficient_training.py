@@ -15,6 +15,7 @@ from hf_maskformer_series.criterion import (
     _MASKS_PER_CHUNK,
     MatchedTargets,
     _FullResolutionMaskLosses,
+    _PointSampledMaskLosses,
     dice_loss,
     sigmoid_focal_loss,
 )
@@ -279,7 +280,18 @@ def test_full_resolution_mask_losses_keep_nothing_of_full_resolution():
     index = torch.arange(12)
     with _SavedBytes(exclude=[mask_logits]) as saved:
         _FullResolutionMaskLosses.apply(mask_logits, torch.zeros_like(index), index, 12.0, targets)
-    assert saved.total <= 2 * index.numel() * 8  # the two index vectors
+    assert saved.total == 12 * 8 * 8 * 4 + 2 * index.numel() * 8  # the 12 matched queries' logits, the indices
+
+
+def test_point_sampled_mask_losses_keep_the_matched_logits_not_all_queries():
+    generator = torch.Generator().manual_seed(2)
+    mask_logits = torch.randn(2, 30, 16, 16, generator=generator, requires_grad=True)
+    image_index, query_index = torch.tensor([0, 0, 1]), torch.tensor([3, 7, 29])
+    grid = torch.rand(3, 50, 1, 2, generator=generator) * 2 - 1
+    targets = (torch.rand(3, 50, generator=generator) > 0.5).float()
+    with _SavedBytes(exclude=[mask_logits, grid, targets, image_index, query_index]) as saved:
+        _PointSampledMaskLosses.apply(mask_logits, image_index, query_index, grid, targets, 3.0)
+    assert saved.total == 3 * 16 * 16 * 4
 
 
 # --- GELU → Linear and the feed-forward blocks ------------------------------------------------------------------
