@@ -400,3 +400,128 @@ def test_point_sampling_segment_maps_in_row_chunks_equals_one_pass():
     chunked = point_sampling.point_sample_segment_maps(maps, map_index, target_ids, coordinates)
     one_hot = (maps[map_index] == target_ids.view(-1, 1, 1)).float().unsqueeze(1)
     assert torch.equal(chunked, point_sampling.point_sample(one_hot, coordinates).squeeze(1))
+
+
+# --- LayerNorm → Linear, window attention, the Swin switch --------------------------------------------------------
+
+
+def test_layer_norm_linear_keeps_its_input_and_statistics_and_gives_autograd_gradients():
+    from hf_maskformer_series.norm_linear import layer_norm_linear
+
+    torch.manual_seed(0)
+    states = torch.randn(3, 7, 24, dtype=torch.float64, requires_grad=True)
+    norm, linear = nn.LayerNorm(24, dtype=torch.float64), nn.Linear(24, 10, dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    parameters = [*norm.parameters(), *linear.parameters()]
+    upstream = torch.randn(3, 7, 10, dtype=torch.float64)
+    with _SavedBytes(exclude=parameters) as saved:
+        output = layer_norm_linear(states, norm, linear)
+    output.backward(upstream)
+    lean = [states.grad.clone(), *_grads(parameters)]
+    states.grad = None
+    _clear(parameters)
+    expected = linear(norm(states))
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, [states.grad, *_grads(parameters)]):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert saved.total == states.numel() * 8 + 2 * 3 * 7 * 8  # the input, its mean and 1/std per token
+
+
+def test_defer_layer_norm_switches_plain_pairs_and_keeps_inference_and_state_dict():
+    from hf_maskformer_series.norm_linear import DeferredLayerNorm, NormedLinear, defer_layer_norm
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 8)).double()
+    reference = copy.deepcopy(block)
+    keys = list(block.state_dict())
+    assert defer_layer_norm(block[0], block[1])
+    assert (type(block[0]), type(block[1])) == (DeferredLayerNorm, NormedLinear)
+    assert not defer_layer_norm(nn.LayerNorm(16), _PlainLinear(16, 8))  # not a plain linear layer
+    assert not defer_layer_norm(nn.LayerNorm(16, elementwise_affine=False), nn.Linear(16, 8))
+    assert list(block.state_dict()) == keys
+    states = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        assert torch.equal(block[0](states), reference[0](states))  # the LayerNorm works on its own
+        assert torch.equal(block(states), reference(states))
+    torch.testing.assert_close(block(states), reference(states), rtol=0, atol=0)
+    copied = copy.deepcopy(block)  # the reference follows the copy
+    assert copied[1].__dict__["deferred_norm"] is copied[0]
+
+
+def _plain_window_attention(query, key, value, bias, mask, scale):
+    scores = query @ key.transpose(-1, -2) * scale + bias
+    if mask is not None:
+        scores = (scores.view(-1, mask.shape[0], *scores.shape[1:]) + mask.unsqueeze(1)).view(scores.shape)
+    return scores.softmax(-1) @ value
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_window_attention_keeps_q_k_v_and_gives_autograd_gradients(shifted):
+    from hf_maskformer_series.window_attention import window_attention
+
+    generator = torch.Generator().manual_seed(0)
+    windows_per_image, heads, tokens, head_dim = 3, 2, 9, 4
+    projections = torch.randn(3, 2 * windows_per_image, tokens, heads * head_dim, dtype=torch.float64,
+                              generator=generator).requires_grad_()
+    query, key, value = (projected.view(-1, tokens, heads, head_dim).transpose(1, 2) for projected in projections)
+    bias = torch.randn(1, heads, tokens, tokens, dtype=torch.float64, generator=generator, requires_grad=True)
+    mask = (torch.rand(windows_per_image, tokens, tokens, generator=generator) > 0.7).double() * -100.0
+    mask = mask if shifted else None
+    upstream = torch.randn(2 * windows_per_image, heads, tokens, head_dim, dtype=torch.float64, generator=generator)
+    with _SavedBytes() as saved:
+        output = window_attention(query, key, value, bias, mask, head_dim**-0.5)
+    output.backward(upstream)
+    lean = _grads([projections, bias])
+    _clear([projections, bias])
+    expected = _plain_window_attention(query, key, value, bias, mask, head_dim**-0.5)
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=1e-14, atol=1e-14)
+    for grad, expected_grad in zip(lean, _grads([projections, bias])):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    # q, k, v (one storage here), the bias and the mask: nothing of the attention probabilities' size
+    assert saved.total == projections.nbytes + bias.nbytes + (mask.nbytes if shifted else 0)
+
+
+@pytest.mark.parametrize("make_config", [tiny_swin, _maskformer_swin_config])
+def test_make_swin_memory_lean_keeps_a_swin_backbones_results_and_keeps_less(make_config):
+    from transformers import AutoBackbone
+
+    from hf_maskformer_series.window_attention import make_swin_memory_lean
+
+    torch.manual_seed(0)
+    config = make_config(drop_path_rate=0.0)
+    backbone = AutoBackbone.from_config(config).double().train()
+    reference = AutoBackbone.from_config(config).double().train()
+    reference.load_state_dict(backbone.state_dict())
+    blocks = sum(config.depths)
+    merges = len(config.depths) - 1
+    assert make_swin_memory_lean(backbone) == {"mlps": blocks, "norm_linears": blocks + merges, "attentions": blocks}
+    assert list(backbone.state_dict()) == list(reference.state_dict())
+    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():  # inference runs the original modules
+        for feature, expected in zip(backbone(pixels).feature_maps, reference(pixels).feature_maps):
+            assert torch.equal(feature, expected)
+    with _SavedBytes(exclude=list(backbone.parameters())) as saved:
+        lean_maps = backbone(pixels).feature_maps
+    with _SavedBytes(exclude=list(reference.parameters())) as plain_saved:
+        maps = reference(pixels).feature_maps
+    for outputs in (lean_maps, maps):
+        sum((feature * torch.linspace(-1, 1, feature.numel(), dtype=torch.float64).view_as(feature)).sum()
+            for feature in outputs).backward()
+    for feature, expected in zip(lean_maps, maps):
+        torch.testing.assert_close(feature, expected, rtol=1e-12, atol=1e-12)
+    for (name, parameter), expected in zip(backbone.named_parameters(), reference.parameters()):
+        if expected.grad is None:
+            assert parameter.grad is None, name
+        else:
+            torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-10, atol=1e-11, msg=name)
+    # at least one [tokens, 4·C] tensor per MLP, one LayerNorm output per pair and the probabilities per attention
+    sides, channels, windows = [16, 8, 4, 2], [16, 32, 64, 128], [4, 1, 1, 1]
+    at_least = 0
+    for side, dim, count, heads, window_count in zip(sides, channels, config.depths, config.num_heads, windows):
+        tokens = 2 * side * side
+        window = min(side, config.window_size) ** 2
+        at_least += count * 8 * (tokens * 4 * dim + tokens * dim + 2 * window_count * heads * window * window)
+    assert plain_saved.total - saved.total >= at_least
