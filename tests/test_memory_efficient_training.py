@@ -355,9 +355,8 @@ def _maskformer_swin_config(**overrides):
     return MaskFormerSwinConfig(**{**tiny_swin().to_dict(), **overrides})
 
 
-@pytest.mark.parametrize(("make_config", "mlp_class"), [(tiny_swin, "SwinMLP"),
-                                                         (_maskformer_swin_config, "MaskFormerSwinLayer")])
-def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_class):
+def _swin_backbone_pair(make_config):
+    """A config, a float64 Swin backbone in training mode and a copy with the same weights."""
     from transformers import AutoBackbone
 
     torch.manual_seed(0)
@@ -365,9 +364,12 @@ def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_c
     backbone = AutoBackbone.from_config(config).double().train()
     reference = AutoBackbone.from_config(config).double().train()
     reference.load_state_dict(backbone.state_dict())
-    count = sum(1 for module in backbone.modules() if type(module).__name__ == mlp_class)
-    assert make_mlps_memory_lean(backbone) == count > 0
-    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    return config, backbone, reference
+
+
+def _compare_training_steps(backbone, reference, pixels, tolerance: float):
+    """Forward and backward through both backbones; checks feature maps (to `tolerance`) and every parameter's
+    gradient; returns the lean feature maps and the bytes each side kept for backward."""
     with _SavedBytes(exclude=list(backbone.parameters())) as saved:
         lean_maps = backbone(pixels).feature_maps
     with _SavedBytes(exclude=list(reference.parameters())) as plain_saved:
@@ -376,9 +378,23 @@ def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_c
         sum((feature * torch.linspace(-1, 1, feature.numel(), dtype=torch.float64).view_as(feature)).sum()
             for feature in outputs).backward()
     for feature, expected in zip(lean_maps, maps):
-        torch.testing.assert_close(feature, expected, rtol=0, atol=0)
+        torch.testing.assert_close(feature, expected, rtol=tolerance, atol=tolerance)
     for (name, parameter), expected in zip(backbone.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-10, atol=1e-12, msg=name)
+        if expected.grad is None:
+            assert parameter.grad is None, name
+        else:
+            torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-10, atol=1e-11, msg=name)
+    return lean_maps, saved, plain_saved
+
+
+@pytest.mark.parametrize(("make_config", "mlp_class"), [(tiny_swin, "SwinMLP"),
+                                                         (_maskformer_swin_config, "MaskFormerSwinLayer")])
+def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_class):
+    config, backbone, reference = _swin_backbone_pair(make_config)
+    count = sum(1 for module in backbone.modules() if type(module).__name__ == mlp_class)
+    assert make_mlps_memory_lean(backbone) == count > 0
+    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    lean_maps, saved, plain_saved = _compare_training_steps(backbone, reference, pixels, tolerance=0.0)
     # one [tokens, 4 * channels] tensor less per MLP: 4 stages of 1, 1, 2, 1 blocks at 16, 8, 4, 2 tokens a side
     channels = [16, 32, 64, 128]
     expected_saving = sum(2 * side * side * 4 * dim * 8 * blocks
@@ -486,15 +502,9 @@ def test_window_attention_keeps_q_k_v_and_gives_autograd_gradients(shifted):
 
 @pytest.mark.parametrize("make_config", [tiny_swin, _maskformer_swin_config])
 def test_make_swin_memory_lean_keeps_a_swin_backbones_results_and_keeps_less(make_config):
-    from transformers import AutoBackbone
-
     from hf_maskformer_series.window_attention import make_swin_memory_lean
 
-    torch.manual_seed(0)
-    config = make_config(drop_path_rate=0.0)
-    backbone = AutoBackbone.from_config(config).double().train()
-    reference = AutoBackbone.from_config(config).double().train()
-    reference.load_state_dict(backbone.state_dict())
+    config, backbone, reference = _swin_backbone_pair(make_config)
     blocks = sum(config.depths)
     merges = len(config.depths) - 1
     assert make_swin_memory_lean(backbone) == {"mlps": blocks, "norm_linears": blocks + merges, "attentions": blocks}
@@ -503,20 +513,7 @@ def test_make_swin_memory_lean_keeps_a_swin_backbones_results_and_keeps_less(mak
     with torch.no_grad():  # inference runs the original modules
         for feature, expected in zip(backbone(pixels).feature_maps, reference(pixels).feature_maps):
             assert torch.equal(feature, expected)
-    with _SavedBytes(exclude=list(backbone.parameters())) as saved:
-        lean_maps = backbone(pixels).feature_maps
-    with _SavedBytes(exclude=list(reference.parameters())) as plain_saved:
-        maps = reference(pixels).feature_maps
-    for outputs in (lean_maps, maps):
-        sum((feature * torch.linspace(-1, 1, feature.numel(), dtype=torch.float64).view_as(feature)).sum()
-            for feature in outputs).backward()
-    for feature, expected in zip(lean_maps, maps):
-        torch.testing.assert_close(feature, expected, rtol=1e-12, atol=1e-12)
-    for (name, parameter), expected in zip(backbone.named_parameters(), reference.parameters()):
-        if expected.grad is None:
-            assert parameter.grad is None, name
-        else:
-            torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-10, atol=1e-11, msg=name)
+    _, saved, plain_saved = _compare_training_steps(backbone, reference, pixels, tolerance=1e-12)
     # at least one [tokens, 4·C] tensor per MLP, one LayerNorm output per pair and the probabilities per attention
     sides, channels, windows = [16, 8, 4, 2], [16, 32, 64, 128], [4, 1, 1, 1]
     at_least = 0
