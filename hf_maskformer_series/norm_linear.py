@@ -23,19 +23,33 @@ from .onednn_layers import OneDnnLinear
 
 
 class _LayerNormLinearFunction(torch.autograd.Function):
+    """`(norm(x), linear(norm(x)))` (or the latter alone); saves `x`, the statistics and the parameters."""
+
     @staticmethod
-    def forward(ctx, states, norm_weight, norm_bias, eps: float, weight, bias):
+    def forward(ctx, states, norm_weight, norm_bias, eps: float, weight, bias, return_normed: bool):
         shape = (states.shape[-1],)
         normed, mean, rstd = torch.ops.aten.native_layer_norm(states, shape, norm_weight, norm_bias, eps)
         ctx.save_for_backward(states, mean, rstd, norm_weight, norm_bias, weight)
         ctx.eps = eps
         ctx.has_bias = bias is not None
-        return F.linear(normed, weight, bias)
+        ctx.return_normed = return_normed
+        if not return_normed:
+            return F.linear(normed, weight, bias)
+        # F.linear's result is a view of its 2-D product, which a caller could not modify in place (e.g. a ReLU)
+        # among several outputs: the same product, written into a tensor of the output's shape
+        output = normed.new_empty(*normed.shape[:-1], weight.shape[0])
+        flat_normed, flat_output = normed.reshape(-1, shape[0]), output.view(-1, weight.shape[0])
+        if bias is None:
+            torch.mm(flat_normed, weight.t(), out=flat_output)
+        else:
+            torch.addmm(bias, flat_normed, weight.t(), out=flat_output)
+        return normed, output
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_output):
+    def backward(ctx, *grads):
         states, mean, rstd, norm_weight, norm_bias, weight = ctx.saved_tensors
+        grad_normed_output, grad_output = grads if ctx.return_normed else (None, grads[0])
         shape = (states.shape[-1],)
         needs = ctx.needs_input_grad
         grad_2d = grad_output.reshape(-1, grad_output.shape[-1])
@@ -49,11 +63,13 @@ class _LayerNormLinearFunction(torch.autograd.Function):
         grad_states = grad_norm_weight = grad_norm_bias = None
         if needs[0] or needs[1] or needs[2]:
             grad_normed = grad_2d.mm(weight).view(states.shape)
+            if grad_normed_output is not None:
+                grad_normed = grad_normed + grad_normed_output
             grad_states, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
                 grad_normed, states, shape, mean, rstd, norm_weight, norm_bias,
                 [needs[0], needs[1] and norm_weight is not None, needs[2] and norm_bias is not None],
             )
-        return grad_states, grad_norm_weight, grad_norm_bias, None, grad_weight, grad_bias
+        return grad_states, grad_norm_weight, grad_norm_bias, None, grad_weight, grad_bias, None
 
 
 def records_lean() -> bool:
@@ -61,18 +77,26 @@ def records_lean() -> bool:
     return torch.is_grad_enabled() and not is_tracing()
 
 
-def layer_norm_linear(states: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
+def layer_norm_linear(states: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear, return_normed: bool = False):
     """`linear(norm(states))` keeping only `states` (and `[..., 1]` statistics) for backward.
 
     Args:
         states: `[..., channels]`.
         norm: an `nn.LayerNorm(channels)` (over the last dimension only).
         linear: `nn.Linear(channels, out_features)`.
+        return_normed: also return `norm(states)` (e.g. for a residual branch), first; it is not kept either.
 
     Returns:
-        `[..., out_features]`.
+        `[..., out_features]`, or `([..., channels], [..., out_features])` with `return_normed`.
     """
-    return _LayerNormLinearFunction.apply(states, norm.weight, norm.bias, norm.eps, linear.weight, linear.bias)
+    return _LayerNormLinearFunction.apply(
+        states, norm.weight, norm.bias, norm.eps, linear.weight, linear.bias, return_normed
+    )
+
+
+def is_plain_layer_norm(norm: nn.Module) -> bool:
+    """Whether `norm` is a plain affine `nn.LayerNorm` over the last dimension (what `layer_norm_linear` takes)."""
+    return type(norm) is nn.LayerNorm and len(norm.normalized_shape) == 1 and norm.elementwise_affine
 
 
 class DeferredLayerNorm(nn.LayerNorm):
@@ -98,9 +122,7 @@ class NormedLinear(OneDnnLinear):
 
 def _deferrable(norm: nn.Module, linear: nn.Module) -> bool:
     return (
-        type(norm) is nn.LayerNorm
-        and len(norm.normalized_shape) == 1
-        and norm.elementwise_affine
+        is_plain_layer_norm(norm)
         and type(linear) in (nn.Linear, OneDnnLinear)
         and linear.in_features == norm.normalized_shape[0]
     )

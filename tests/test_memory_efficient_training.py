@@ -198,8 +198,8 @@ def test_deformable_attention_keeps_about_18_bytes_per_sampling_point():
 
 
 def test_deformable_encoder_layer_lean_ops_give_plain_autograd_results():
-    """In-place ReLU, positioned projections and the lean softmax against the plain composition (a Linear
-    subclass and a non-ReLU module holding a ReLU force the plain path)."""
+    """In-place ReLU, positioned projections, the lean softmax and LayerNorm → fc1 against the plain composition
+    (Linear subclasses and a non-ReLU module holding a ReLU force the plain path)."""
     torch.manual_seed(0)
     layer = DeformableEncoderLayer(32, 4, 3, 2, 64).double().train()
     for parameter in layer.parameters():  # zero-initialised projections would hide gradient paths
@@ -207,6 +207,7 @@ def test_deformable_encoder_layer_lean_ops_give_plain_autograd_results():
     plain = DeformableEncoderLayer(32, 4, 3, 2, 64).double().train()
     plain.load_state_dict(layer.state_dict())
     plain.activation = nn.Sequential(nn.ReLU())
+    plain.fc1 = _plain_copy(layer.fc1)  # LayerNorm → fc1 without norm_linear
     for name in ("sampling_offsets", "attention_weights"):
         setattr(plain.self_attn, name, _plain_copy(getattr(layer.self_attn, name)))
     shapes = [(2, 3), (4, 4), (5, 6)]
@@ -228,7 +229,8 @@ def test_deformable_encoder_layer_lean_ops_give_plain_autograd_results():
     torch.testing.assert_close(output, expected, rtol=0, atol=0)
     for grad, expected_grad in zip(lean, reference):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
-    assert saved.total < plain_saved.total
+    # the first LayerNorm's output (kept by fc1) among others
+    assert plain_saved.total - saved.total > states.nbytes
 
 
 # --- MaskFormer's full-resolution mask losses -------------------------------------------------------------------
@@ -443,6 +445,31 @@ def test_layer_norm_linear_keeps_its_input_and_statistics_and_gives_autograd_gra
     for grad, expected_grad in zip(lean, [states.grad, *_grads(parameters)]):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
     assert saved.total == states.numel() * 8 + 2 * 3 * 7 * 8  # the input, its mean and 1/std per token
+
+
+def test_layer_norm_linear_returning_the_normed_states_gives_autograd_gradients_of_both_readers():
+    from hf_maskformer_series.norm_linear import layer_norm_linear
+
+    torch.manual_seed(0)
+    states = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    norm, linear = nn.LayerNorm(16, dtype=torch.float64), nn.Linear(16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    parameters = [*norm.parameters(), *linear.parameters()]
+    with _SavedBytes(exclude=parameters) as saved:
+        normed, output = layer_norm_linear(states, norm, linear, return_normed=True)
+    (normed * 3 + output.relu_()).sum().backward()  # a residual reader and an in-place ReLU on the output
+    lean = [states.grad.clone(), *_grads(parameters)]
+    states.grad = None
+    _clear(parameters)
+    expected_normed = norm(states)
+    expected = linear(expected_normed)
+    (expected_normed * 3 + expected.relu()).sum().backward()
+    torch.testing.assert_close(normed, expected_normed, rtol=0, atol=0)
+    torch.testing.assert_close(output, expected.relu(), rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, [states.grad, *_grads(parameters)]):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert saved.total == states.nbytes + 2 * 2 * 5 * 8
 
 
 def test_defer_layer_norm_switches_plain_pairs_and_keeps_inference_and_state_dict():
