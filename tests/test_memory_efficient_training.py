@@ -549,3 +549,38 @@ def test_make_swin_memory_lean_keeps_a_swin_backbones_results_and_keeps_less(mak
         window = min(side, config.window_size) ** 2
         at_least += count * 8 * (tokens * 4 * dim + tokens * dim + 2 * window_count * heads * window * window)
     assert plain_saved.total - saved.total >= at_least
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+def test_attention_with_positions_keeps_no_sums_and_gives_autograd_gradients(fused, shared):
+    from hf_maskformer_series.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 4, fused_projection=fused).double().train()
+    for parameter in attention.parameters():
+        nn.init.normal_(parameter, std=0.3)
+    query = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    query_position = torch.randn(1, 5, 16, dtype=torch.float64, requires_grad=True)
+    memory = query if shared else torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
+    memory_position = query_position if shared else torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
+    inputs = list({id(tensor): tensor for tensor in (query, query_position, memory, memory_position)}.values())
+    tensors = inputs + list(attention.parameters())
+    upstream = torch.randn(2, 5, 16, dtype=torch.float64)
+    with _SavedBytes(exclude=tensors) as saved:
+        output, _ = attention(query, memory, memory, None, False, query_position, memory_position)
+    output.backward(upstream)
+    lean = _grads(tensors)
+    _clear(tensors)
+    with _SavedBytes(exclude=tensors) as plain_saved:
+        query_sum = query + query_position
+        expected, _ = attention(query_sum, query_sum if shared else memory + memory_position, memory)
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, _grads(tensors)):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    sums = query.nbytes + (0 if shared else memory.nbytes)  # the sums the projections no longer keep
+    assert plain_saved.total - saved.total == sums
+    with torch.no_grad():  # inference: the sums, as before
+        assert torch.equal(attention(query, memory, memory, None, False, query_position, memory_position)[0],
+                           attention(query_sum, query_sum if shared else memory + memory_position, memory)[0])
