@@ -11,6 +11,10 @@ backward, AdamW), CPU, one process:
   steady one. Peak RSS (what `bench_models` reports) adds the allocator's retained memory on top.
 
     python -m benchmarks.memory_breakdown --family mask2former --implementation ours --size 512 --masks 60
+    python -m benchmarks.memory_breakdown --family maskformer --depth 11 --by-source --no-live --top 60
+
+`--by-source` splits each module's bytes by the source line (in this package or transformers) that saved them
+and the tensor's shape: where to look for the next saving.
 """
 
 from __future__ import annotations
