@@ -423,15 +423,22 @@ def test_point_sampling_segment_maps_in_row_chunks_equals_one_pass():
 # --- LayerNorm → Linear, window attention, the Swin switch --------------------------------------------------------
 
 
+def _norm_linear_case(shape, out_features):
+    """float64 states `[*shape]` (requiring grad), a LayerNorm with non-trivial affine parameters, a linear layer
+    and their parameters."""
+    torch.manual_seed(0)
+    states = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    norm = nn.LayerNorm(shape[-1], dtype=torch.float64)
+    linear = nn.Linear(shape[-1], out_features, dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    return states, norm, linear, [*norm.parameters(), *linear.parameters()]
+
+
 def test_layer_norm_linear_keeps_its_input_and_statistics_and_gives_autograd_gradients():
     from hf_maskformer_series.norm_linear import layer_norm_linear
 
-    torch.manual_seed(0)
-    states = torch.randn(3, 7, 24, dtype=torch.float64, requires_grad=True)
-    norm, linear = nn.LayerNorm(24, dtype=torch.float64), nn.Linear(24, 10, dtype=torch.float64)
-    with torch.no_grad():
-        norm.weight.normal_(), norm.bias.normal_()
-    parameters = [*norm.parameters(), *linear.parameters()]
+    states, norm, linear, parameters = _norm_linear_case((3, 7, 24), 10)
     upstream = torch.randn(3, 7, 10, dtype=torch.float64)
     with _SavedBytes(exclude=parameters) as saved:
         output = layer_norm_linear(states, norm, linear)
@@ -450,12 +457,7 @@ def test_layer_norm_linear_keeps_its_input_and_statistics_and_gives_autograd_gra
 def test_layer_norm_linear_returning_the_normed_states_gives_autograd_gradients_of_both_readers():
     from hf_maskformer_series.norm_linear import layer_norm_linear
 
-    torch.manual_seed(0)
-    states = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
-    norm, linear = nn.LayerNorm(16, dtype=torch.float64), nn.Linear(16, 16, dtype=torch.float64)
-    with torch.no_grad():
-        norm.weight.normal_(), norm.bias.normal_()
-    parameters = [*norm.parameters(), *linear.parameters()]
+    states, norm, linear, parameters = _norm_linear_case((2, 5, 16), 16)
     with _SavedBytes(exclude=parameters) as saved:
         normed, output = layer_norm_linear(states, norm, linear, return_normed=True)
     (normed * 3 + output.relu_()).sum().backward()  # a residual reader and an in-place ReLU on the output
