@@ -11,6 +11,10 @@ backward, AdamW), CPU, one process:
   steady one. Peak RSS (what `bench_models` reports) adds the allocator's retained memory on top.
 
     python -m benchmarks.memory_breakdown --family mask2former --implementation ours --size 512 --masks 60
+    python -m benchmarks.memory_breakdown --family maskformer --depth 11 --by-source --no-live --top 60
+
+`--by-source` splits each module's bytes by the source line (in this package or transformers) that saved them
+and the tensor's shape: where to look for the next saving.
 """
 
 from __future__ import annotations
@@ -42,8 +46,21 @@ def _model(family: str, backbone: str, implementation: str, folder: Path):
     return bench_models._load_for_training(family_info, implementation, str(folder), "cpu")
 
 
-def saved_bytes_by_module(model, step_inputs: dict, depth: int) -> tuple[collections.Counter, int]:
-    """Bytes autograd keeps for backward during one forward, by module name (first `depth` components)."""
+def _source_line() -> str:
+    """`file:line` of the innermost frame in the package or in transformers that is running (the op's caller)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if ("hf_maskformer_series" in path or "transformers" in path) and "torch" not in Path(path).parts:
+            return f"{Path(path).name}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "(elsewhere)"
+
+
+def saved_bytes_by_module(model, step_inputs: dict, depth: int,
+                          by_source: bool = False) -> tuple[collections.Counter, int]:
+    """Bytes autograd keeps for backward during one forward, by module name (first `depth` components), or with
+    `by_source` by module and the source line that saved it, with the tensor's shape."""
     names = {module: name for name, module in model.named_modules()}
     stack = ["(model)"]
 
@@ -65,7 +82,10 @@ def saved_bytes_by_module(model, step_inputs: dict, depth: int) -> tuple[collect
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in parameters and storage.data_ptr() not in seen:
             seen.add(storage.data_ptr())
-            by_module[".".join(stack[-1].split(".")[:depth]) or "(model)"] += storage.nbytes()
+            key = ".".join(stack[-1].split(".")[:depth]) or "(model)"
+            if by_source:
+                key += f"  {_source_line()}  {tuple(tensor.shape)}"
+            by_module[key] += storage.nbytes()
         return tensor
 
     try:
@@ -122,6 +142,10 @@ def main() -> None:
     parser.add_argument("--masks", type=int, default=10, help="target masks per image")
     parser.add_argument("--depth", type=int, default=4, help="module-name components to group by")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--by-source", action="store_true",
+                        help="group by module, the source line that saved each tensor and its shape")
+    parser.add_argument("--top", type=int, default=25, help="groups listed")
+    parser.add_argument("--no-live", action="store_true", help="skip the live-tensor peak (profiler) part")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     mib = 2**20
@@ -134,12 +158,14 @@ def main() -> None:
             segment_maps=args.implementation == "ours",  # ours with lean targets, as the memory row of bench_models
         )
         inputs = dict(pixel_values=pixel_values, mask_labels=mask_labels, class_labels=class_labels)
-        by_module, total = saved_bytes_by_module(model, inputs, args.depth)
+        by_module, total = saved_bytes_by_module(model, inputs, args.depth, args.by_source)
         print(f"{args.family} {args.backbone} {args.implementation}, {args.size}², batch {args.batch}, "
               f"{args.masks} masks per image")
         print(f"kept for backward: {total / mib:.0f} MiB")
-        for name, size in by_module.most_common(25):
+        for name, size in by_module.most_common(args.top):
             print(f"  {size / mib:8.1f} MiB  {name}")
+        if args.no_live:
+            return
         peak = live_peak(model, inputs)
         print(f"live-tensor peak: {peak['peak'] / mib:.0f} MiB, in {peak['phase']}")
         for name, (start, largest, end) in peak["phases"].items():

@@ -12,6 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .positioned_linear import positioned_linear, positioned_projections
+
+
+def _positioned(states, positions, layers):
+    """`tuple(layer(states + positions) for layer in layers)` through `positioned_linear` (`states` alone for
+    `positions=None`)."""
+    if positions is None:
+        return tuple(layer(states) for layer in layers)
+    return positioned_linear(states, positions, layers)
+
 
 class MultiHeadAttention(nn.Module):
     """Multi-head attention, batch first.
@@ -43,12 +53,24 @@ class MultiHeadAttention(nn.Module):
         if fused_projection:
             nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def _project(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor):
+    def _project(self, query, key, value, query_position=None, key_position=None):
+        """q, k, v projections of `query + query_position`, `key + key_position` and `value`; the sums with
+        positions go through `positioned_linear` (not kept for backward), queries and keys in one call where they
+        are the same sum."""
+        shared = query is key and query_position is key_position
         if self.fused_projection:
-            w_q, w_k, w_v = self.in_proj_weight.chunk(3)
-            b_q, b_k, b_v = self.in_proj_bias.chunk(3)
-            return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
-        return self.q_proj(query), self.k_proj(key), self.v_proj(value)
+            (w_q, w_k, w_v), (b_q, b_k, b_v) = self.in_proj_weight.chunk(3), self.in_proj_bias.chunk(3)
+            if shared:
+                q, k = positioned_projections(query, query_position, ((w_q, b_q), (w_k, b_k)))
+            else:
+                (q,), (k,) = (positioned_projections(query, query_position, ((w_q, b_q),)),
+                              positioned_projections(key, key_position, ((w_k, b_k),)))
+            return q, k, F.linear(value, w_v, b_v)
+        if shared:
+            q, k = _positioned(query, query_position, (self.q_proj, self.k_proj))
+        else:
+            (q,), (k,) = _positioned(query, query_position, (self.q_proj,)), _positioned(key, key_position, (self.k_proj,))
+        return q, k, self.v_proj(value)
 
     def forward(
         self,
@@ -57,6 +79,8 @@ class MultiHeadAttention(nn.Module):
         value: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         output_attentions: bool = False,
+        query_position: torch.Tensor | None = None,
+        key_position: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
@@ -64,13 +88,15 @@ class MultiHeadAttention(nn.Module):
             key, value: `[batch, keys, embed_dim]`.
             attention_mask: boolean `[batch, 1 or heads, queries, keys]`, True where attention is allowed.
             output_attentions: also return the attention probabilities `[batch, heads, queries, keys]`.
+            query_position, key_position: added to `query` / `key` (`[1 or batch, ..., embed_dim]`) before their
+                projections, without keeping the sums for backward.
 
         Returns:
             The attended values `[batch, queries, embed_dim]` and the probabilities (or None).
         """
         batch, num_queries, _ = query.shape
         num_keys = key.shape[1]
-        q, k, v = self._project(query, key, value)
+        q, k, v = self._project(query, key, value, query_position, key_position)
         q = q.view(batch, num_queries, self.num_heads, self.head_dim).transpose(1, 2)
         k = k.view(batch, num_keys, self.num_heads, self.head_dim).transpose(1, 2)
         v = v.view(batch, num_keys, self.num_heads, self.head_dim).transpose(1, 2)

@@ -11,8 +11,8 @@ from huggingface_hub import constants as hub_constants
 from torch import nn
 from transformers import AutoBackbone, PreTrainedConfig, TimmBackbone
 
-from .gelu_linear import make_mlps_memory_lean
 from .ms_deform_attn import is_tracing
+from .window_attention import make_swin_memory_lean
 
 
 def _require_hub(name: str) -> None:
@@ -66,7 +66,7 @@ def build_backbone(
         module = AutoBackbone.from_config(backbone_config)
     for submodule in module.modules():  # the backbone keeps its own initialisation scheme
         submodule._in_backbone = True
-    make_mlps_memory_lean(module)  # Swin MLPs keep one [tokens, 4·C] tensor for backward, not two (gelu_linear.py)
+    make_swin_memory_lean(module)  # Swin keeps less for backward (window_attention.py, norm_linear.py, gelu_linear.py)
     return module
 
 

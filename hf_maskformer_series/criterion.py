@@ -111,9 +111,10 @@ class _FullResolutionMaskLosses(torch.autograd.Function):
 
     Autograd would keep about eight full-resolution `[rows, H, W]` tensors (the upsampled logits, their sigmoid,
     the cross-entropy, p_t, ...) and the stacked targets. Both losses are sums of per-mask terms, so this computes
-    them `_MASKS_PER_CHUNK` matched masks at a time, keeps nothing of full resolution, and in backward recomputes
-    each chunk with autograd (the same operations, so the gradients are autograd's). The targets are read from
-    the caller's `mask_labels` (one-hot or segment maps) chunk by chunk.
+    them `_MASKS_PER_CHUNK` matched masks at a time, keeps nothing of full resolution and of the predictions only
+    the matched queries' logits, and in backward recomputes each chunk with autograd (the same operations, so the
+    gradients are autograd's). The targets are read from the caller's `mask_labels` (one-hot or segment maps)
+    chunk by chunk.
     """
 
     @staticmethod
@@ -137,15 +138,16 @@ class _FullResolutionMaskLosses(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, mask_logits, image_index, query_index, num_masks, matched):
+        matched_logits = mask_logits[image_index, query_index]  # [pairs, (frames,) h, w]
         focal, dice = [], []
         for first, image_targets, start, end in _FullResolutionMaskLosses._chunks(matched):
-            pairs = slice(first, first + end - start)
             chunk_focal, chunk_dice = _FullResolutionMaskLosses._chunk_losses(
-                mask_logits[image_index[pairs], query_index[pairs]], image_targets, start, end
+                matched_logits[first : first + end - start], image_targets, start, end
             )
             focal.append(chunk_focal)
             dice.append(chunk_dice)
-        ctx.save_for_backward(mask_logits, image_index, query_index)
+        ctx.save_for_backward(matched_logits, image_index, query_index)
+        ctx.logits_shape = mask_logits.shape
         ctx.num_masks = num_masks
         ctx.matched = matched
         return torch.cat(focal).sum() / num_masks, torch.cat(dice).sum() / num_masks
@@ -153,52 +155,51 @@ class _FullResolutionMaskLosses(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_focal, grad_dice):
-        mask_logits, image_index, query_index = ctx.saved_tensors
-        grad_logits = torch.zeros_like(mask_logits)
+        matched_logits, image_index, query_index = ctx.saved_tensors
+        grad_matched = torch.empty_like(matched_logits)
         for first, image_targets, start, end in _FullResolutionMaskLosses._chunks(ctx.matched):
             pairs = slice(first, first + end - start)
             with torch.enable_grad():
-                logits = mask_logits.detach()[image_index[pairs], query_index[pairs]].requires_grad_()
+                logits = matched_logits[pairs].detach().requires_grad_()
                 focal, dice = _FullResolutionMaskLosses._chunk_losses(logits, image_targets, start, end)
                 losses = (focal.sum() / ctx.num_masks, dice.sum() / ctx.num_masks)
-                (grad_chunk,) = torch.autograd.grad(losses, logits, (grad_focal, grad_dice))
-            grad_logits.index_put_((image_index[pairs], query_index[pairs]), grad_chunk, accumulate=True)
+                (grad_matched[pairs],) = torch.autograd.grad(losses, logits, (grad_focal, grad_dice))
+        grad_logits = grad_matched.new_zeros(ctx.logits_shape)
+        grad_logits.index_put_((image_index, query_index), grad_matched, accumulate=True)
         return grad_logits, None, None, None, None
 
 
 class _PointSampledMaskLosses(torch.autograd.Function):
     """Sigmoid BCE and dice of the matched queries' logits sampled at points, lean on memory.
 
-    Autograd would keep, per prediction layer, a copy of the matched queries' logits, the sampled logits and their
-    sigmoid; this keeps only the sampling grid and the point targets and recomputes the rest in backward (the
-    same operations, so the gradients are autograd's).
+    Autograd would keep, per prediction layer, all queries' logits (the indexing's input), a copy of the matched
+    queries' logits, the sampled logits and their sigmoid; this keeps only the matched queries' logits, the
+    sampling grid and the point targets, and recomputes the rest in backward (the same operations, so the
+    gradients are autograd's).
     """
 
     @staticmethod
-    def _point_logits(mask_logits, image_index, query_index, grid):
-        rows = mask_logits[image_index, query_index]  # [matched, (frames,) h, w]
-        rows = rows.flatten(0, -3).unsqueeze(1).float()  # one row per mask (per frame for videos)
-        return rows, F.grid_sample(rows, grid, mode="bilinear", align_corners=False)[:, 0, :, 0]
-
-    @staticmethod
     def forward(ctx, mask_logits, image_index, query_index, grid, point_targets, num_masks):
-        _, point_logits = _PointSampledMaskLosses._point_logits(mask_logits, image_index, query_index, grid)
-        ctx.save_for_backward(mask_logits, image_index, query_index, grid, point_targets)
+        matched = mask_logits[image_index, query_index]  # [matched, (frames,) h, w]
+        rows = matched.flatten(0, -3).unsqueeze(1).float()  # one row per mask (per frame for videos)
+        point_logits = F.grid_sample(rows, grid, mode="bilinear", align_corners=False)[:, 0, :, 0]
+        ctx.save_for_backward(matched, image_index, query_index, grid, point_targets)
+        ctx.logits_shape = mask_logits.shape
         ctx.num_masks = num_masks
         return (sigmoid_cross_entropy_loss(point_logits, point_targets, num_masks),
                 dice_loss(point_logits, point_targets, num_masks))
 
     @staticmethod
     def backward(ctx, grad_mask, grad_dice):
-        mask_logits, image_index, query_index, grid, point_targets = ctx.saved_tensors
+        matched, image_index, query_index, grid, point_targets = ctx.saved_tensors
         with torch.enable_grad():
-            matched = mask_logits.detach()[image_index, query_index].requires_grad_()
+            matched = matched.detach().requires_grad_()
             rows = matched.flatten(0, -3).unsqueeze(1).float()
             point_logits = F.grid_sample(rows, grid, mode="bilinear", align_corners=False)[:, 0, :, 0]
             losses = (sigmoid_cross_entropy_loss(point_logits, point_targets, ctx.num_masks),
                       dice_loss(point_logits, point_targets, ctx.num_masks))
             (grad_matched,) = torch.autograd.grad(losses, matched, (grad_mask, grad_dice))
-        grad_logits = torch.zeros_like(mask_logits)
+        grad_logits = grad_matched.new_zeros(ctx.logits_shape)
         grad_logits.index_put_((image_index, query_index), grad_matched, accumulate=True)
         return grad_logits, None, None, None, None, None
 

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
 
-from .gelu_linear import lean_feed_forward
+from .gelu_linear import activated_fc2, lean_feed_forward
 from .ms_deform_attn import MultiScaleDeformableAttention, attention_weights_softmax
+from .norm_linear import is_plain_layer_norm, layer_norm_linear, records_lean
 from .position_encoding import SinePositionEmbedding
-from .positioned_linear import positioned_linear
+from .positioned_linear import is_plain_linear, positioned_linear
 
 
 @dataclass
@@ -137,8 +138,14 @@ class DeformableEncoderLayer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, position_embeddings: torch.Tensor, layout: MultiScaleLayout):
         """`[batch, sequence, embed_dim]` → same shape."""
         attended = self.self_attn(hidden_states, position_embeddings, layout)
-        hidden_states = self.self_attn_layer_norm(hidden_states + F.dropout(attended, self.dropout, self.training))
-        feed_forward = lean_feed_forward(self, hidden_states)
+        hidden_states = hidden_states + F.dropout(attended, self.dropout, self.training)
+        if records_lean() and is_plain_layer_norm(self.self_attn_layer_norm) and is_plain_linear(self.fc1):
+            # the LayerNorm's output feeds fc1 and the residual: keep only its input (norm_linear.py)
+            hidden_states, hidden = layer_norm_linear(hidden_states, self.self_attn_layer_norm, self.fc1, True)
+            feed_forward = activated_fc2(self, hidden, in_place=True)
+        else:
+            hidden_states = self.self_attn_layer_norm(hidden_states)
+            feed_forward = lean_feed_forward(self, hidden_states)
         return self.final_layer_norm(hidden_states + F.dropout(feed_forward, self.dropout, self.training))
 
 

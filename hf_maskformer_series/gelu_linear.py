@@ -77,13 +77,18 @@ def lean_feed_forward(layer: nn.Module, hidden_states: torch.Tensor) -> torch.Te
 
     `layer` has `fc1`, `fc2`, `activation` (a module, e.g. from transformers' `ACT2FN`) and `dropout` (a rate).
     """
-    hidden = layer.fc1(hidden_states)
+    return activated_fc2(layer, layer.fc1(hidden_states), in_place=is_plain_linear(layer.fc1))
+
+
+def activated_fc2(layer: nn.Module, hidden: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """The second half of `lean_feed_forward`, `layer.fc2(dropout(layer.activation(hidden)))` from the output of
+    `layer.fc1` (`[..., ffn_dim]` → `[..., dim]`); `in_place`: `hidden` is not kept by whoever computed it, so a
+    ReLU may overwrite it."""
     activation = layer.activation
     dropout = layer.dropout if layer.training else 0.0
     if _is_exact_gelu(activation) and dropout == 0.0:
         return gelu_linear(hidden, layer.fc2)
-    in_place = type(activation) is nn.ReLU and is_plain_linear(layer.fc1)
-    hidden = hidden.relu_() if in_place else activation(hidden)
+    hidden = hidden.relu_() if in_place and type(activation) is nn.ReLU else activation(hidden)
     return layer.fc2(F.dropout(hidden, dropout, layer.training))
 
 

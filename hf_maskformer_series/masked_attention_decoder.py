@@ -60,13 +60,13 @@ class MaskedAttentionDecoderLayer(nn.Module):
         """
         normed = self.cross_attn_layer_norm(hidden_states) if self.pre_norm else hidden_states
         attended, cross_probs = self.cross_attn(
-            normed + query_position, memory + memory_position, memory, attention_mask, output_attentions
+            normed, memory, memory, attention_mask, output_attentions, query_position, memory_position
         )
         hidden_states = self._residual(hidden_states, attended, self.cross_attn_layer_norm)
 
         normed = self.self_attn_layer_norm(hidden_states) if self.pre_norm else hidden_states
-        query_key = normed + query_position
-        attended, self_probs = self.self_attn(query_key, query_key, normed, None, output_attentions)
+        attended, self_probs = self.self_attn(normed, normed, normed, None, output_attentions, query_position,
+                                              query_position)
         hidden_states = self._residual(hidden_states, attended, self.self_attn_layer_norm)
 
         normed = self.final_layer_norm(hidden_states) if self.pre_norm else hidden_states

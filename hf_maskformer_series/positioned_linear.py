@@ -76,6 +76,24 @@ class _PositionedLinearFunction(torch.autograd.Function):
         return (grad_states, grad_positions, *grads)
 
 
+def positioned_projections(states: torch.Tensor, positions: torch.Tensor | None,
+                           weights_and_biases: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]):
+    """`tuple(F.linear(states + positions, weight, bias) for weight, bias in weights_and_biases)`, keeping only
+    `states` and `positions` for backward while autograd records (`positioned_linear` for weights that are not
+    whole linear layers, e.g. the rows of a fused q/k/v projection). `positions=None`: no position is added.
+
+    Shapes as `positioned_linear`; returns one `[batch, tokens, out_i]` per pair.
+    """
+    if positions is None:
+        return tuple(F.linear(states, weight, bias) for weight, bias in weights_and_biases)
+    if not torch.is_grad_enabled() or is_tracing() or states.shape != torch.broadcast_shapes(
+        states.shape, positions.shape
+    ):
+        summed = states + positions
+        return tuple(F.linear(summed, weight, bias) for weight, bias in weights_and_biases)
+    return _PositionedLinearFunction.apply(states, positions, *[tensor for pair in weights_and_biases for tensor in pair])
+
+
 def positioned_linear(states: torch.Tensor, positions: torch.Tensor, layers: tuple[nn.Linear, ...]):
     """`tuple(layer(states + positions) for layer in layers)`, keeping only `states` and `positions` for backward.
 

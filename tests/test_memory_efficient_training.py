@@ -15,6 +15,7 @@ from hf_maskformer_series.criterion import (
     _MASKS_PER_CHUNK,
     MatchedTargets,
     _FullResolutionMaskLosses,
+    _PointSampledMaskLosses,
     dice_loss,
     sigmoid_focal_loss,
 )
@@ -197,8 +198,8 @@ def test_deformable_attention_keeps_about_18_bytes_per_sampling_point():
 
 
 def test_deformable_encoder_layer_lean_ops_give_plain_autograd_results():
-    """In-place ReLU, positioned projections and the lean softmax against the plain composition (a Linear
-    subclass and a non-ReLU module holding a ReLU force the plain path)."""
+    """In-place ReLU, positioned projections, the lean softmax and LayerNorm → fc1 against the plain composition
+    (Linear subclasses and a non-ReLU module holding a ReLU force the plain path)."""
     torch.manual_seed(0)
     layer = DeformableEncoderLayer(32, 4, 3, 2, 64).double().train()
     for parameter in layer.parameters():  # zero-initialised projections would hide gradient paths
@@ -206,6 +207,7 @@ def test_deformable_encoder_layer_lean_ops_give_plain_autograd_results():
     plain = DeformableEncoderLayer(32, 4, 3, 2, 64).double().train()
     plain.load_state_dict(layer.state_dict())
     plain.activation = nn.Sequential(nn.ReLU())
+    plain.fc1 = _plain_copy(layer.fc1)  # LayerNorm → fc1 without norm_linear
     for name in ("sampling_offsets", "attention_weights"):
         setattr(plain.self_attn, name, _plain_copy(getattr(layer.self_attn, name)))
     shapes = [(2, 3), (4, 4), (5, 6)]
@@ -227,7 +229,8 @@ def test_deformable_encoder_layer_lean_ops_give_plain_autograd_results():
     torch.testing.assert_close(output, expected, rtol=0, atol=0)
     for grad, expected_grad in zip(lean, reference):
         torch.testing.assert_close(grad, expected_grad, rtol=1e-10, atol=1e-12)
-    assert saved.total < plain_saved.total
+    # the first LayerNorm's output (kept by fc1) among others
+    assert plain_saved.total - saved.total > states.nbytes
 
 
 # --- MaskFormer's full-resolution mask losses -------------------------------------------------------------------
@@ -279,7 +282,18 @@ def test_full_resolution_mask_losses_keep_nothing_of_full_resolution():
     index = torch.arange(12)
     with _SavedBytes(exclude=[mask_logits]) as saved:
         _FullResolutionMaskLosses.apply(mask_logits, torch.zeros_like(index), index, 12.0, targets)
-    assert saved.total <= 2 * index.numel() * 8  # the two index vectors
+    assert saved.total == 12 * 8 * 8 * 4 + 2 * index.numel() * 8  # the 12 matched queries' logits, the indices
+
+
+def test_point_sampled_mask_losses_keep_the_matched_logits_not_all_queries():
+    generator = torch.Generator().manual_seed(2)
+    mask_logits = torch.randn(2, 30, 16, 16, generator=generator, requires_grad=True)
+    image_index, query_index = torch.tensor([0, 0, 1]), torch.tensor([3, 7, 29])
+    grid = torch.rand(3, 50, 1, 2, generator=generator) * 2 - 1
+    targets = (torch.rand(3, 50, generator=generator) > 0.5).float()
+    with _SavedBytes(exclude=[mask_logits, grid, targets, image_index, query_index]) as saved:
+        _PointSampledMaskLosses.apply(mask_logits, image_index, query_index, grid, targets, 3.0)
+    assert saved.total == 3 * 16 * 16 * 4
 
 
 # --- GELU → Linear and the feed-forward blocks ------------------------------------------------------------------
@@ -343,9 +357,8 @@ def _maskformer_swin_config(**overrides):
     return MaskFormerSwinConfig(**{**tiny_swin().to_dict(), **overrides})
 
 
-@pytest.mark.parametrize(("make_config", "mlp_class"), [(tiny_swin, "SwinMLP"),
-                                                         (_maskformer_swin_config, "MaskFormerSwinLayer")])
-def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_class):
+def _swin_backbone_pair(make_config):
+    """A config, a float64 Swin backbone in training mode and a copy with the same weights."""
     from transformers import AutoBackbone
 
     torch.manual_seed(0)
@@ -353,9 +366,12 @@ def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_c
     backbone = AutoBackbone.from_config(config).double().train()
     reference = AutoBackbone.from_config(config).double().train()
     reference.load_state_dict(backbone.state_dict())
-    count = sum(1 for module in backbone.modules() if type(module).__name__ == mlp_class)
-    assert make_mlps_memory_lean(backbone) == count > 0
-    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    return config, backbone, reference
+
+
+def _compare_training_steps(backbone, reference, pixels, tolerance: float):
+    """Forward and backward through both backbones; checks feature maps (to `tolerance`) and every parameter's
+    gradient; returns the lean feature maps and the bytes each side kept for backward."""
     with _SavedBytes(exclude=list(backbone.parameters())) as saved:
         lean_maps = backbone(pixels).feature_maps
     with _SavedBytes(exclude=list(reference.parameters())) as plain_saved:
@@ -364,9 +380,23 @@ def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_c
         sum((feature * torch.linspace(-1, 1, feature.numel(), dtype=torch.float64).view_as(feature)).sum()
             for feature in outputs).backward()
     for feature, expected in zip(lean_maps, maps):
-        torch.testing.assert_close(feature, expected, rtol=0, atol=0)
+        torch.testing.assert_close(feature, expected, rtol=tolerance, atol=tolerance)
     for (name, parameter), expected in zip(backbone.named_parameters(), reference.parameters()):
-        torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-10, atol=1e-12, msg=name)
+        if expected.grad is None:
+            assert parameter.grad is None, name
+        else:
+            torch.testing.assert_close(parameter.grad, expected.grad, rtol=1e-10, atol=1e-11, msg=name)
+    return lean_maps, saved, plain_saved
+
+
+@pytest.mark.parametrize(("make_config", "mlp_class"), [(tiny_swin, "SwinMLP"),
+                                                         (_maskformer_swin_config, "MaskFormerSwinLayer")])
+def test_make_mlps_memory_lean_keeps_a_swin_backbones_results(make_config, mlp_class):
+    config, backbone, reference = _swin_backbone_pair(make_config)
+    count = sum(1 for module in backbone.modules() if type(module).__name__ == mlp_class)
+    assert make_mlps_memory_lean(backbone) == count > 0
+    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    lean_maps, saved, plain_saved = _compare_training_steps(backbone, reference, pixels, tolerance=0.0)
     # one [tokens, 4 * channels] tensor less per MLP: 4 stages of 1, 1, 2, 1 blocks at 16, 8, 4, 2 tokens a side
     channels = [16, 32, 64, 128]
     expected_saving = sum(2 * side * side * 4 * dim * 8 * blocks
@@ -388,3 +418,171 @@ def test_point_sampling_segment_maps_in_row_chunks_equals_one_pass():
     chunked = point_sampling.point_sample_segment_maps(maps, map_index, target_ids, coordinates)
     one_hot = (maps[map_index] == target_ids.view(-1, 1, 1)).float().unsqueeze(1)
     assert torch.equal(chunked, point_sampling.point_sample(one_hot, coordinates).squeeze(1))
+
+
+# --- LayerNorm → Linear, window attention, the Swin switch --------------------------------------------------------
+
+
+def _norm_linear_case(shape, out_features):
+    """float64 states `[*shape]` (requiring grad), a LayerNorm with non-trivial affine parameters, a linear layer
+    and their parameters."""
+    torch.manual_seed(0)
+    states = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    norm = nn.LayerNorm(shape[-1], dtype=torch.float64)
+    linear = nn.Linear(shape[-1], out_features, dtype=torch.float64)
+    with torch.no_grad():
+        norm.weight.normal_(), norm.bias.normal_()
+    return states, norm, linear, [*norm.parameters(), *linear.parameters()]
+
+
+def test_layer_norm_linear_keeps_its_input_and_statistics_and_gives_autograd_gradients():
+    from hf_maskformer_series.norm_linear import layer_norm_linear
+
+    states, norm, linear, parameters = _norm_linear_case((3, 7, 24), 10)
+    upstream = torch.randn(3, 7, 10, dtype=torch.float64)
+    with _SavedBytes(exclude=parameters) as saved:
+        output = layer_norm_linear(states, norm, linear)
+    output.backward(upstream)
+    lean = [states.grad.clone(), *_grads(parameters)]
+    states.grad = None
+    _clear(parameters)
+    expected = linear(norm(states))
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, [states.grad, *_grads(parameters)]):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert saved.total == states.numel() * 8 + 2 * 3 * 7 * 8  # the input, its mean and 1/std per token
+
+
+def test_layer_norm_linear_returning_the_normed_states_gives_autograd_gradients_of_both_readers():
+    from hf_maskformer_series.norm_linear import layer_norm_linear
+
+    states, norm, linear, parameters = _norm_linear_case((2, 5, 16), 16)
+    with _SavedBytes(exclude=parameters) as saved:
+        normed, output = layer_norm_linear(states, norm, linear, return_normed=True)
+    (normed * 3 + output.relu_()).sum().backward()  # a residual reader and an in-place ReLU on the output
+    lean = [states.grad.clone(), *_grads(parameters)]
+    states.grad = None
+    _clear(parameters)
+    expected_normed = norm(states)
+    expected = linear(expected_normed)
+    (expected_normed * 3 + expected.relu()).sum().backward()
+    torch.testing.assert_close(normed, expected_normed, rtol=0, atol=0)
+    torch.testing.assert_close(output, expected.relu(), rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, [states.grad, *_grads(parameters)]):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    assert saved.total == states.nbytes + 2 * 2 * 5 * 8
+
+
+def test_defer_layer_norm_switches_plain_pairs_and_keeps_inference_and_state_dict():
+    from hf_maskformer_series.norm_linear import DeferredLayerNorm, NormedLinear, defer_layer_norm
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.LayerNorm(16), nn.Linear(16, 8)).double()
+    reference = copy.deepcopy(block)
+    keys = list(block.state_dict())
+    assert defer_layer_norm(block[0], block[1])
+    assert (type(block[0]), type(block[1])) == (DeferredLayerNorm, NormedLinear)
+    assert not defer_layer_norm(nn.LayerNorm(16), _PlainLinear(16, 8))  # not a plain linear layer
+    assert not defer_layer_norm(nn.LayerNorm(16, elementwise_affine=False), nn.Linear(16, 8))
+    assert list(block.state_dict()) == keys
+    states = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        assert torch.equal(block[0](states), reference[0](states))  # the LayerNorm works on its own
+        assert torch.equal(block(states), reference(states))
+    torch.testing.assert_close(block(states), reference(states), rtol=0, atol=0)
+    copied = copy.deepcopy(block)  # the reference follows the copy
+    assert copied[1].__dict__["deferred_norm"] is copied[0]
+
+
+def _plain_window_attention(query, key, value, bias, mask, scale):
+    scores = query @ key.transpose(-1, -2) * scale + bias
+    if mask is not None:
+        scores = (scores.view(-1, mask.shape[0], *scores.shape[1:]) + mask.unsqueeze(1)).view(scores.shape)
+    return scores.softmax(-1) @ value
+
+
+@pytest.mark.parametrize("shifted", [False, True])
+def test_window_attention_keeps_q_k_v_and_gives_autograd_gradients(shifted):
+    from hf_maskformer_series.window_attention import window_attention
+
+    generator = torch.Generator().manual_seed(0)
+    windows_per_image, heads, tokens, head_dim = 3, 2, 9, 4
+    projections = torch.randn(3, 2 * windows_per_image, tokens, heads * head_dim, dtype=torch.float64,
+                              generator=generator).requires_grad_()
+    query, key, value = (projected.view(-1, tokens, heads, head_dim).transpose(1, 2) for projected in projections)
+    bias = torch.randn(1, heads, tokens, tokens, dtype=torch.float64, generator=generator, requires_grad=True)
+    mask = (torch.rand(windows_per_image, tokens, tokens, generator=generator) > 0.7).double() * -100.0
+    mask = mask if shifted else None
+    upstream = torch.randn(2 * windows_per_image, heads, tokens, head_dim, dtype=torch.float64, generator=generator)
+    with _SavedBytes() as saved:
+        output = window_attention(query, key, value, bias, mask, head_dim**-0.5)
+    output.backward(upstream)
+    lean = _grads([projections, bias])
+    _clear([projections, bias])
+    expected = _plain_window_attention(query, key, value, bias, mask, head_dim**-0.5)
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=1e-14, atol=1e-14)
+    for grad, expected_grad in zip(lean, _grads([projections, bias])):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    # q, k, v (one storage here), the bias and the mask: nothing of the attention probabilities' size
+    assert saved.total == projections.nbytes + bias.nbytes + (mask.nbytes if shifted else 0)
+
+
+@pytest.mark.parametrize("make_config", [tiny_swin, _maskformer_swin_config])
+def test_make_swin_memory_lean_keeps_a_swin_backbones_results_and_keeps_less(make_config):
+    from hf_maskformer_series.window_attention import make_swin_memory_lean
+
+    config, backbone, reference = _swin_backbone_pair(make_config)
+    blocks = sum(config.depths)
+    merges = len(config.depths) - 1
+    assert make_swin_memory_lean(backbone) == {"mlps": blocks, "norm_linears": blocks + merges, "attentions": blocks}
+    assert list(backbone.state_dict()) == list(reference.state_dict())
+    pixels = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():  # inference runs the original modules
+        for feature, expected in zip(backbone(pixels).feature_maps, reference(pixels).feature_maps):
+            assert torch.equal(feature, expected)
+    _, saved, plain_saved = _compare_training_steps(backbone, reference, pixels, tolerance=1e-12)
+    # at least one [tokens, 4·C] tensor per MLP, one LayerNorm output per pair and the probabilities per attention
+    sides, channels, windows = [16, 8, 4, 2], [16, 32, 64, 128], [4, 1, 1, 1]
+    at_least = 0
+    for side, dim, count, heads, window_count in zip(sides, channels, config.depths, config.num_heads, windows):
+        tokens = 2 * side * side
+        window = min(side, config.window_size) ** 2
+        at_least += count * 8 * (tokens * 4 * dim + tokens * dim + 2 * window_count * heads * window * window)
+    assert plain_saved.total - saved.total >= at_least
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("shared", [False, True])
+def test_attention_with_positions_keeps_no_sums_and_gives_autograd_gradients(fused, shared):
+    from hf_maskformer_series.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(16, 4, fused_projection=fused).double().train()
+    for parameter in attention.parameters():
+        nn.init.normal_(parameter, std=0.3)
+    query = torch.randn(2, 5, 16, dtype=torch.float64, requires_grad=True)
+    query_position = torch.randn(1, 5, 16, dtype=torch.float64, requires_grad=True)
+    memory = query if shared else torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
+    memory_position = query_position if shared else torch.randn(2, 7, 16, dtype=torch.float64, requires_grad=True)
+    inputs = list({id(tensor): tensor for tensor in (query, query_position, memory, memory_position)}.values())
+    tensors = inputs + list(attention.parameters())
+    upstream = torch.randn(2, 5, 16, dtype=torch.float64)
+    with _SavedBytes(exclude=tensors) as saved:
+        output, _ = attention(query, memory, memory, None, False, query_position, memory_position)
+    output.backward(upstream)
+    lean = _grads(tensors)
+    _clear(tensors)
+    with _SavedBytes(exclude=tensors) as plain_saved:
+        query_sum = query + query_position
+        expected, _ = attention(query_sum, query_sum if shared else memory + memory_position, memory)
+    expected.backward(upstream)
+    torch.testing.assert_close(output, expected, rtol=0, atol=0)
+    for grad, expected_grad in zip(lean, _grads(tensors)):
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    sums = query.nbytes + (0 if shared else memory.nbytes)  # the sums the projections no longer keep
+    assert plain_saved.total - saved.total == sums
+    with torch.no_grad():  # inference: the sums, as before
+        assert torch.equal(attention(query, memory, memory, None, False, query_position, memory_position)[0],
+                           attention(query_sum, query_sum if shared else memory + memory_position, memory)[0])
