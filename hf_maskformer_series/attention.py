@@ -15,14 +15,6 @@ from torch import nn
 from .positioned_linear import positioned_linear, positioned_projections
 
 
-def _positioned(states, positions, layers):
-    """`tuple(layer(states + positions) for layer in layers)` through `positioned_linear` (`states` alone for
-    `positions=None`)."""
-    if positions is None:
-        return tuple(layer(states) for layer in layers)
-    return positioned_linear(states, positions, layers)
-
-
 class MultiHeadAttention(nn.Module):
     """Multi-head attention, batch first.
 
@@ -55,22 +47,20 @@ class MultiHeadAttention(nn.Module):
 
     def _project(self, query, key, value, query_position=None, key_position=None):
         """q, k, v projections of `query + query_position`, `key + key_position` and `value`; the sums with
-        positions go through `positioned_linear` (not kept for backward), queries and keys in one call where they
-        are the same sum."""
-        shared = query is key and query_position is key_position
+        positions go through `positioned_linear` / `positioned_projections` (not kept for backward), queries and
+        keys in one call where they are the same sum."""
         if self.fused_projection:
             (w_q, w_k, w_v), (b_q, b_k, b_v) = self.in_proj_weight.chunk(3), self.in_proj_bias.chunk(3)
-            if shared:
-                q, k = positioned_projections(query, query_position, ((w_q, b_q), (w_k, b_k)))
-            else:
-                (q,), (k,) = (positioned_projections(query, query_position, ((w_q, b_q),)),
-                              positioned_projections(key, key_position, ((w_k, b_k),)))
-            return q, k, F.linear(value, w_v, b_v)
-        if shared:
-            q, k = _positioned(query, query_position, (self.q_proj, self.k_proj))
+            project, q_proj, k_proj = positioned_projections, (w_q, b_q), (w_k, b_k)
+            projected_value = F.linear(value, w_v, b_v)
         else:
-            (q,), (k,) = _positioned(query, query_position, (self.q_proj,)), _positioned(key, key_position, (self.k_proj,))
-        return q, k, self.v_proj(value)
+            project, q_proj, k_proj = positioned_linear, self.q_proj, self.k_proj
+            projected_value = self.v_proj(value)
+        if query is key and query_position is key_position:
+            q, k = project(query, query_position, (q_proj, k_proj))
+        else:
+            (q,), (k,) = project(query, query_position, (q_proj,)), project(key, key_position, (k_proj,))
+        return q, k, projected_value
 
     def forward(
         self,

@@ -94,18 +94,20 @@ def positioned_projections(states: torch.Tensor, positions: torch.Tensor | None,
     return _PositionedLinearFunction.apply(states, positions, *[tensor for pair in weights_and_biases for tensor in pair])
 
 
-def positioned_linear(states: torch.Tensor, positions: torch.Tensor, layers: tuple[nn.Linear, ...]):
+def positioned_linear(states: torch.Tensor, positions: torch.Tensor | None, layers: tuple[nn.Linear, ...]):
     """`tuple(layer(states + positions) for layer in layers)`, keeping only `states` and `positions` for backward.
 
     Args:
         states: `[batch, tokens, channels]`.
-        positions: broadcastable to `states` (`[1 or batch, tokens, channels]`).
+        positions: broadcastable to `states` (`[1 or batch, tokens, channels]`); None: no position is added.
         layers: `nn.Linear(channels, out_i)` modules. Anything else (see `is_plain_linear`) is called as a
             module on the sum, as are all of them while tracing or without autograd.
 
     Returns:
         One `[batch, tokens, out_i]` per layer.
     """
+    if positions is None:
+        return tuple(layer(states) for layer in layers)
     plain = (
         not torch.is_grad_enabled()
         or is_tracing()
