@@ -611,9 +611,9 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
         if kind == "instance":
             # the instance threshold applies to class x mask scores: the one keeping 20 instances; binary maps
             # (an instance-id map keeps only the instances that own pixels: one, on an untrained model)
-            kind_threshold = _instance_threshold_keeping(
-                ours_fn, timed_outputs, target, check_kwargs, settings.num_segments)
-            spread = _instance_spread(ours_fn, timed_outputs, target, check_kwargs, settings.num_segments)
+            scores = _instance_scores(ours_fn, timed_outputs, target, check_kwargs)
+            kind_threshold = _threshold_between(scores, settings.num_segments)
+            spread = _instance_spread(timed_outputs, scores, settings.num_segments)
         timed_kwargs = dict(check_kwargs, threshold=kind_threshold) if kwargs else kwargs
         a = ours_fn(square_outputs, target_sizes=target, **check_kwargs)[0]
         b = their_fn(square_outputs, target_sizes=target, **check_kwargs)[0]
@@ -643,25 +643,27 @@ def bench_postprocess(pair: ModelPair, settings: Settings) -> list[Result]:
     return results
 
 
-def _instance_spread(post_process, outputs, target: list, kwargs: dict, count: int) -> str:
+def _instance_scores(post_process, outputs, target: list, kwargs: dict) -> list[float]:
+    """The scores (class probability x mean mask probability) of every instance `post_process` returns at
+    threshold 0, highest first."""
+    segments = post_process(outputs, target_sizes=target, **dict(kwargs, threshold=0.0))[0]["segments_info"]
+    return sorted((segment["score"] for segment in segments), reverse=True)
+
+
+def _threshold_between(scores: list[float], count: int) -> float:
+    """The threshold halfway between the `count`-th and the next of `scores` (0 when there are `count` or fewer)."""
+    return (scores[count - 1] + scores[count]) / 2 if len(scores) > count else 0.0
+
+
+def _instance_spread(outputs, scores: list[float], count: int) -> str:
     """How far apart the candidates are: an exact score rule can only skip the masks whose score bound falls below
     the threshold, which needs candidates whose masks (or class scores) differ."""
     masks = outputs.masks_queries_logits[0].float()
     deviation = float((masks - masks.mean(0)).abs().amax())
-    segments = post_process(outputs, target_sizes=target, **dict(kwargs, threshold=0.0))[0]["segments_info"]
-    scores = sorted((segment["score"] for segment in segments), reverse=True)
     kept = scores[: count + 1]
+    around = f"scores {kept[0]:.4f} … {kept[-1]:.4f} around the threshold, " if kept else ""
     return (f"the queries' mask logits lie within {deviation:.3g} of their mean (spatial std "
-            f"{float(masks.std((1, 2)).mean()):.3g}); scores {kept[0]:.4f} … {kept[-1]:.4f} around the threshold, "
-            f"{len(scores)} candidates")
-
-
-def _instance_threshold_keeping(post_process, outputs, target: list, kwargs: dict, count: int) -> float:
-    """The instance-score threshold (class probability x mean mask probability) halfway between the `count`-th
-    and the next instance that `post_process` returns at threshold 0 (0 when it returns `count` or fewer)."""
-    segments = post_process(outputs, target_sizes=target, **dict(kwargs, threshold=0.0))[0]["segments_info"]
-    scores = sorted((segment["score"] for segment in segments), reverse=True)
-    return (scores[count - 1] + scores[count]) / 2 if len(scores) > count else 0.0
+            f"{float(masks.std((1, 2)).mean()):.3g}); {around}{len(scores)} candidates")
 
 
 def _annotation_label_map(annotations: list[dict], names: list[str], size: tuple[int, int]) -> np.ndarray:
