@@ -339,6 +339,17 @@ def _operator_bands(operator: torch.Tensor, band: int) -> tuple[tuple[int, int, 
     return tuple(blocks)
 
 
+def _operator_taps(operator: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The non-zero entries of each row of an ``[out, in]`` operator: ``index [out, k]`` and ``weight [out, k]``
+    (``k`` = the most any row has; shorter rows are padded with weight 0 on input 0)."""
+    nonzero = operator.ne(0)
+    taps = max(int(nonzero.sum(1).max()), 1)
+    # the non-zero columns first, in column order (a stable sort of "is zero")
+    index = torch.sort((~nonzero).to(torch.uint8), dim=1, stable=True).indices[:, :taps]
+    weight = operator.gather(1, index)
+    return index.masked_fill(weight == 0, 0), weight
+
+
 class ResizeOperators(NamedTuple):
     """The upsample → crop → resize chain of one geometry as one linear map per axis, with its band structure."""
 
@@ -346,6 +357,8 @@ class ResizeOperators(NamedTuple):
     columns: torch.Tensor  # [W, w] float32
     row_blocks: tuple[tuple[int, int, int, int], ...]  # _BAND_ROWS output rows each
     column_blocks: tuple[tuple[int, int, int, int], ...]  # _BAND_COLUMNS output columns each
+    row_taps: tuple[torch.Tensor, torch.Tensor]  # _operator_taps(rows): index [H, k], weight [H, k]
+    column_taps: tuple[torch.Tensor, torch.Tensor]  # _operator_taps(columns)
 
 
 @functools.lru_cache(maxsize=64)
@@ -355,9 +368,10 @@ def _resize_operators(mask_size: tuple[int, int], geometry: MaskGeometry) -> Res
     for axis in range(2):
         upsample = _linear_interpolation_matrix(mask_size[axis], geometry.padded[axis])[: geometry.crop[axis]]
         axes.append(_linear_interpolation_matrix(geometry.crop[axis], geometry.output[axis]) @ upsample)
-    rows, columns = axes
+    rows, columns = axes[0].float(), axes[1].float()
     return ResizeOperators(
-        rows.float(), columns.float(), _operator_bands(rows, _BAND_ROWS), _operator_bands(columns, _BAND_COLUMNS)
+        rows, columns, _operator_bands(rows, _BAND_ROWS), _operator_bands(columns, _BAND_COLUMNS),
+        _operator_taps(rows), _operator_taps(columns),
     )
 
 
@@ -1039,6 +1053,77 @@ def _resized_binary_masks(mask_logits: torch.Tensor, geometry: MaskGeometry, mas
     return binary.movedim(-1, 0)
 
 
+_MEAN_MASK_BAND = 0.01  # largest fraction of output pixels whose side of the threshold the mean mask leaves open
+
+
+def _mask_score_upper_bounds(
+    mask_logits: torch.Tensor, geometry: MaskGeometry, mask_threshold: float
+) -> torch.Tensor | None:
+    """Upper bounds on the mask scores of :func:`_resized_mask_scores` (mean probability inside each resized,
+    binarised mask) from one resized mask, for masks that lie close to their mean.
+
+    The masks of an untrained or barely trained model differ from their mean ``m`` by a little: ``|x_q - m| <=
+    delta`` at the model's resolution, hence at every output pixel too (the resize takes weighted sums of at most
+    ``|rows|_1 x |columns|_1`` times the largest input). Then, with ``t`` the threshold's logit (``>= 0``) and
+    ``c`` the resized mean:
+
+    - a pixel with ``c > t + delta`` is inside every mask; there the sigmoid is concave (``x > t >= 0``), so
+      ``sum sigmoid(x_q) <= sum sigmoid(c) + <sigmoid'(c), x_q - c>``, and the linear term is one dot product
+      per mask at the model's resolution with the adjoint-resized slope (``rows^T [sigmoid'(c)] columns``);
+    - a pixel with ``c < t - delta`` is outside every mask;
+    - the few pixels in between are evaluated exactly from their interpolation taps.
+
+    Pixels of that band within rounding of ``t`` are left out; their probability is about ``sigmoid(t)``, below
+    any mean of probabilities above ``t``, so leaving them out can only raise the mean (checked).
+
+    Args:
+        mask_logits: ``[n, h, w]`` mask logits at the model's resolution.
+        geometry: the image's :class:`MaskGeometry`.
+        mask_threshold: probability threshold (strict), applied in logit space.
+
+    Returns:
+        ``[n]`` float64 upper bounds (``inf`` where none holds, e.g. an empty mask), or ``None`` when the masks
+        are too far apart for the bound to be worth it (more than 1 % of the pixels undecided by the mean).
+    """
+    threshold_logit = mask_logit_threshold(mask_threshold)
+    count, height, width = mask_logits.shape
+    if count < 2 or not 0.0 <= threshold_logit < math.inf:
+        return None
+    operators = _resize_operators((int(height), int(width)), geometry)
+    device = mask_logits.device
+    rows, columns = operators.rows.to(device), operators.columns.to(device)
+    logits = mask_logits.detach().float()
+    mean = logits.mean(0)
+    lowest, highest = logits.amin(0), logits.amax(0)  # (aminmax over a dimension is ~10x slower)
+    reach = float(rows.abs().sum(1).amax() * columns.abs().sum(1).amax())
+    # float32 rounding of resized logits (here and in the exact pass): a few ulps of the largest value
+    rounding = 1e-5 * (1.0 + float(torch.maximum(highest.abs(), lowest.abs()).amax()) * reach)
+    delta = float(torch.maximum(highest - mean, mean - lowest).amax()) * reach + rounding
+    centre = resize_mask_logits(mean[None], geometry)[0].sub_(threshold_logit)  # [H, W], shifted
+    band_pixels = centre.abs().le_(delta).nonzero()  # [B, 2]
+    if band_pixels.shape[0] > _MEAN_MASK_BAND * centre.numel():
+        return None
+    inside = centre > delta
+    probability = torch.sigmoid(centre.add_(threshold_logit)).masked_fill_(~inside, 0.0)
+    slope = probability * (1.0 - probability)  # 0 outside
+    gradient = (rows.T @ slope @ columns).flatten()  # [h * w]
+    linear = (logits.flatten(1) @ gradient).double() - float(mean.flatten() @ gradient)  # [n]
+    # the band, exactly: x[q, b] = sum over taps of rows[y_b, i] * logits[q, i, j] * columns[x_b, j]
+    row_index, row_weight = (tap.to(device)[band_pixels[:, 0]] for tap in operators.row_taps)
+    column_index, column_weight = (tap.to(device)[band_pixels[:, 1]] for tap in operators.column_taps)
+    taps = logits[:, row_index[:, :, None], column_index[:, None, :]].double()  # [n, B, k_rows, k_columns]
+    weights = row_weight.double()[:, :, None] * column_weight.double()[:, None, :]
+    band_logits = (taps * weights).sum((-2, -1)) - threshold_logit  # [n, B], shifted
+    surely_inside = band_logits > rounding
+    band_sum = torch.where(surely_inside, torch.sigmoid(band_logits + threshold_logit), 0.0).sum(1)
+    areas = inside.sum() + surely_inside.sum(1)
+    bounds = (probability.sum(dtype=torch.float64) + linear + band_sum) / areas.clamp(min=1)
+    # the left-out pixels' probability must not exceed the bound (then including them cannot raise the mean)
+    left_out_ceiling = 1.0 / (1.0 + math.exp(-(threshold_logit + rounding)))
+    valid = (areas > 0) & (bounds >= left_out_ceiling)
+    return torch.where(valid, bounds, math.inf)
+
+
 _SCORE_MARGIN = 1e-4  # relative float rounding allowance when a score bound drops a candidate
 
 
@@ -1069,6 +1154,14 @@ def instance_selection(
         candidates = (class_scores >= threshold) & (class_scores * best_mask_prob * (1 + _SCORE_MARGIN) >= threshold)
         class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
     unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
+    if threshold is not None and geometry is not None:
+        # masks close to their mean: bounds from the mean mask drop the pairs that cannot reach `threshold`
+        # without resizing their masks (exact, as above)
+        bounds = _mask_score_upper_bounds(mask_pred[unique_queries], geometry, mask_threshold)
+        if bounds is not None:
+            candidates = class_scores * bounds[inverse] * (1 + _SCORE_MARGIN) >= threshold
+            class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
+            unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
     logits = mask_pred[unique_queries]
     # with a threshold and a geometry, the scores come first (no full-size array) and only the kept masks are
     # resized again into binary masks

@@ -11,7 +11,11 @@ from hf_maskformer_series.onednn_layers import OneDnnConv2d, OneDnnLinear, use_o
 from hf_maskformer_series.post_processing import (
     MaskGeometry,
     _count_true,
+    _mask_score_upper_bounds,
     _mask_sums,
+    _operator_taps,
+    _resize_operators,
+    instance_inference,
     resize_mask_logits,
     resized_mask_logit_blocks,
     upsample_crop_resize,
@@ -160,10 +164,77 @@ def test_mask_sums_equal_the_direct_computation(mask_threshold, with_scratch):
 
 
 def test_instance_inference_without_candidates_at_the_output_resolution():
-    from hf_maskformer_series.post_processing import instance_inference
-
     geometry = MaskGeometry(padded=(32, 32), crop=(30, 29), output=(45, 40))
     class_logits = torch.full((4, 3), -10.0)
     class_logits[:, -1] = 10.0  # every query is "no object"
     found = instance_inference(class_logits, torch.randn(4, 8, 8), top_k=4, geometry=geometry, threshold=0.5)
     assert found["masks"].shape == (0, 45, 40) and found["scores"].numel() == 0
+
+
+def test_operator_taps_rebuild_the_operator():
+    operators = _resize_operators((24, 32), MaskGeometry(padded=(96, 128), crop=(90, 121), output=(107, 150)))
+    for operator in (operators.rows, operators.columns):
+        index, weight = _operator_taps(operator)
+        assert index.shape[1] <= 4  # upsampling x4 then resizing: a few inputs per output
+        rebuilt = torch.zeros_like(operator).scatter_add_(1, index, weight)
+        assert torch.equal(rebuilt, operator)
+
+
+def _near_identical_masks(count: int, seed: int, spread: float = 0.01) -> torch.Tensor:
+    """``[count, 24, 32]`` mask logits within `spread` of a common mask of spatial std ~3 (an untrained model's)."""
+    generator = torch.Generator().manual_seed(seed)
+    common = torch.nn.functional.interpolate(torch.randn(1, 1, 6, 8, generator=generator) * 3, size=(24, 32),
+                                             mode="bilinear", align_corners=False)[0, 0]
+    return common + (torch.rand(count, 24, 32, generator=generator) * 2 - 1) * spread
+
+
+def _exact_mask_scores(mask_logits: torch.Tensor, geometry: MaskGeometry, mask_threshold: float) -> torch.Tensor:
+    resized = upsample_crop_resize(mask_logits.double(), geometry.padded, geometry.crop, geometry.output)
+    inside = resized > torch.logit(torch.tensor(mask_threshold, dtype=torch.float64))
+    return (resized.sigmoid() * inside).flatten(1).sum(1) / inside.flatten(1).sum(1)
+
+
+@pytest.mark.parametrize("mask_threshold", [0.5, 0.7])
+@pytest.mark.parametrize("geometry", [
+    MaskGeometry(padded=(96, 128), crop=(90, 121), output=(107, 150)),
+    MaskGeometry(padded=(96, 128), crop=(96, 128), output=(60, 80)),  # shrinking
+])
+def test_mean_mask_bounds_are_upper_bounds(mask_threshold, geometry):
+    masks = _near_identical_masks(40, seed=3)
+    bounds = _mask_score_upper_bounds(masks, geometry, mask_threshold)
+    exact = _exact_mask_scores(masks, geometry, mask_threshold)
+    assert bounds is not None and bounds.dtype == torch.float64
+    slack = bounds - exact
+    assert float(slack.min()) >= -1e-7  # an upper bound, to float rounding
+    assert float(slack.max()) < 1e-4  # and a tight one: the masks differ by 0.01
+
+
+def test_mean_mask_bounds_step_aside_when_they_cannot_help():
+    geometry = MaskGeometry(padded=(96, 128), crop=(90, 121), output=(107, 150))
+    assert _mask_score_upper_bounds(_near_identical_masks(40, seed=3), geometry, 0.3) is None  # not concave there
+    assert _mask_score_upper_bounds(_near_identical_masks(1, seed=3), geometry, 0.5) is None
+    far_apart = torch.randn(40, 24, 32, generator=torch.Generator().manual_seed(0)) * 3  # a trained model's
+    assert _mask_score_upper_bounds(far_apart, geometry, 0.5) is None
+    empty = _near_identical_masks(5, seed=4) - 100.0  # every mask empty: no bound
+    assert torch.isinf(_mask_score_upper_bounds(empty, geometry, 0.5)).all()
+
+
+def test_instance_threshold_on_near_identical_masks_keeps_exactly_the_full_computation():
+    """An untrained model: near-uniform classes and near-identical masks, every score within a hair of the others;
+    the mean-mask bounds drop pairs, and what is kept is exactly what the full computation keeps."""
+    geometry = MaskGeometry(padded=(96, 128), crop=(90, 121), output=(107, 150))
+    masks = _near_identical_masks(50, seed=5)
+    class_logits = torch.randn(50, 8, generator=torch.Generator().manual_seed(6)) * 0.05
+    full = instance_inference(class_logits, masks, top_k=50, geometry=geometry)
+    scores = full["scores"]
+    for kept in (5, 20, 35):
+        threshold = float(scores[kept - 1] + scores[kept]) / 2
+        found = instance_inference(class_logits, masks, top_k=50, geometry=geometry, threshold=threshold)
+        assert torch.equal(found["query_indices"], full["query_indices"][:kept])
+        assert torch.equal(found["labels"], full["labels"][:kept])
+        assert torch.equal(found["masks"], full["masks"][:kept])
+        torch.testing.assert_close(found["scores"], scores[:kept])
+    # the bounds did the dropping: far fewer candidates than pairs were left for the exact pass
+    bounds = _mask_score_upper_bounds(masks, geometry, 0.5)
+    class_scores = class_logits.softmax(-1)[:, :-1]
+    assert int((class_scores * bounds[:, None] >= threshold).sum()) < class_scores.numel() // 2
