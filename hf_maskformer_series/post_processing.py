@@ -1154,6 +1154,7 @@ def instance_selection(
         candidates = (class_scores >= threshold) & (class_scores * best_mask_prob * (1 + _SCORE_MARGIN) >= threshold)
         class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
     unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
+    bounds = None
     if threshold is not None and geometry is not None:
         # masks close to their mean: bounds from the mean mask drop the pairs that cannot reach `threshold`
         # without resizing their masks (exact, as above)
@@ -1164,8 +1165,8 @@ def instance_selection(
             unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
     logits = mask_pred[unique_queries]
     # with a threshold and a geometry, the scores come first (no full-size array) and only the kept masks are
-    # resized again into binary masks
-    two_passes = geometry is not None and threshold is not None
+    # resized again into binary masks; after the mean-mask bounds, most candidates left are kept: one pass
+    two_passes = geometry is not None and threshold is not None and bounds is None
     if geometry is not None:
         unique_binary, unique_mask_scores, areas = _resized_mask_scores(
             logits, geometry, mask_threshold, with_binary=not two_passes)
