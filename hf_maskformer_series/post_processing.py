@@ -375,9 +375,9 @@ def _resize_operators(mask_size: tuple[int, int], geometry: MaskGeometry) -> Res
     )
 
 
-def _widen(mask_logits: torch.Tensor, operators: ResizeOperators) -> torch.Tensor:
+def _widen(mask_logits: torch.Tensor, operators: ResizeOperators, out: torch.Tensor | None = None) -> torch.Tensor:
     """The column half of the resize: ``[count, h, w]`` → ``[h, W, count]`` float32 (pixel-major, the layout the
-    banded row products read).
+    banded row products read), into `out` (flat float32 memory of at least that size) when given.
 
     One plain matrix product per band of output columns, ``[columns, K] x [K, h * count]`` (a batched product
     over the rows runs as many tiny products, slow with several threads), each moved into place.
@@ -386,15 +386,36 @@ def _widen(mask_logits: torch.Tensor, operators: ResizeOperators) -> torch.Tenso
     columns = operators.columns.to(mask_logits.device)
     # [w, h * count]: the small side is re-laid out
     source = mask_logits.float().permute(2, 1, 0).reshape(width, height * count)
-    widened = torch.empty(height, columns.shape[0], count, dtype=torch.float32, device=mask_logits.device)
+    shape = (height, columns.shape[0], count)
+    if out is None:
+        widened = torch.empty(shape, dtype=torch.float32, device=mask_logits.device)
+    else:
+        widened = out[: math.prod(shape)].view(shape)
     for start, stop, first, last in operators.column_blocks:
         band = torch.mm(columns[start:stop, first:last], source[first:last]).view(stop - start, height, count)
         widened[:, start:stop].copy_(band.transpose(0, 1))
     return widened
 
 
+class ResizeWorkspace(NamedTuple):
+    """Flat float32 buffers reused by successive :func:`resized_mask_logit_blocks` calls on chunks of masks (fresh
+    multi-megabyte buffers cost page faults on every call)."""
+
+    widened: torch.Tensor  # >= h * W * count elements
+    block: torch.Tensor  # >= _BAND_ROWS * W * count elements
+
+    @classmethod
+    def for_masks(cls, count: int, mask_height: int, geometry: MaskGeometry, device: torch.device) -> ResizeWorkspace:
+        width = geometry.output[1]
+        return cls(*(torch.empty(rows * width * count, dtype=torch.float32, device=device)
+                     for rows in (mask_height, _BAND_ROWS)))
+
+
 def resized_mask_logit_blocks(
-    mask_logits: torch.Tensor, geometry: MaskGeometry, out: torch.Tensor | None = None
+    mask_logits: torch.Tensor,
+    geometry: MaskGeometry,
+    out: torch.Tensor | None = None,
+    workspace: ResizeWorkspace | None = None,
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """:func:`resize_mask_logits` a band of output rows at a time (the per-pixel work that follows then runs on a
     block that stays in cache instead of on the full-size array).
@@ -405,6 +426,8 @@ def resized_mask_logit_blocks(
         out: optional ``[H, W, count]`` float32 buffer the blocks are written into (the yielded blocks are its rows).
             Without it every block is written into one block-sized buffer: a block is valid until the next one
             is produced, and may be used as scratch memory.
+        workspace: optional buffers (:class:`ResizeWorkspace`) for the widened masks and the block, instead of
+            fresh ones.
 
     Yields:
         ``(start, stop, block)``: output rows ``start:stop`` as a ``[stop - start, W, count]`` float32 block,
@@ -415,10 +438,15 @@ def resized_mask_logit_blocks(
     out_width = geometry.output[1]
     operators = _resize_operators((int(height), int(width)), geometry)
     rows = operators.rows.to(mask_logits.device)
-    widened = _widen(mask_logits, operators).view(height, out_width * count)
+    widened = _widen(mask_logits, operators, None if workspace is None else workspace.widened)
+    widened = widened.view(height, out_width * count)
     scratch = None
     if out is None:
-        scratch = torch.empty(_BAND_ROWS, out_width, count, dtype=torch.float32, device=mask_logits.device)
+        shape = (_BAND_ROWS, out_width, count)
+        if workspace is None:
+            scratch = torch.empty(shape, dtype=torch.float32, device=mask_logits.device)
+        else:
+            scratch = workspace.block[: math.prod(shape)].view(shape)
     for start, stop, first, last in operators.row_blocks:
         block = out[start:stop] if scratch is None else scratch[: stop - start]
         torch.mm(rows[start:stop, first:last], widened[first:last], out=block.view(stop - start, out_width * count))
@@ -1028,17 +1056,22 @@ def _resized_mask_scores(
     out_height, out_width = geometry.output
     device = mask_logits.device
     binary = torch.empty(out_height, out_width, count, dtype=torch.bool, device=device) if with_binary else None
-    scratch = torch.empty(_BAND_ROWS * out_width, count, dtype=torch.float32, device=device)
+    chunk_size = max(min(count, _SCORE_CHUNK), 1)
+    workspace = ResizeWorkspace.for_masks(chunk_size, mask_logits.shape[1], geometry, device)
+    scratch = torch.empty(_BAND_ROWS * out_width * chunk_size, dtype=torch.float32, device=device)
     inside_sum = torch.zeros(count, dtype=torch.float64, device=device)
     areas = torch.zeros(count, dtype=torch.int64, device=device)
-    for start, stop, block in resized_mask_logit_blocks(mask_logits, geometry) if count else ():
-        pixels = block.view(-1, count)
-        block_sum, block_areas = _mask_sums(
-            pixels, mask_threshold, None if binary is None else binary[start:stop].view(-1, count),
-            scratch[: pixels.shape[0]],
-        )
-        inside_sum += block_sum
-        areas += block_areas
+    for first in range(0, count, chunk_size):
+        last = min(first + chunk_size, count)
+        for start, stop, block in resized_mask_logit_blocks(mask_logits[first:last], geometry, workspace=workspace):
+            pixels = block.view(-1, last - first)
+            block_sum, block_areas = _mask_sums(
+                pixels, mask_threshold,
+                None if binary is None else binary[start:stop, :, first:last].view(-1, last - first),
+                scratch[: pixels.numel()].view(pixels.shape),
+            )
+            inside_sum[first:last] += block_sum
+            areas[first:last] += block_areas
     mask_scores = (inside_sum / (areas.double() + 1e-6)).float()
     return None if binary is None else binary.movedim(-1, 0), mask_scores, areas
 
@@ -1053,6 +1086,7 @@ def _resized_binary_masks(mask_logits: torch.Tensor, geometry: MaskGeometry, mas
     return binary.movedim(-1, 0)
 
 
+_SCORE_CHUNK = 32  # masks per chunk of the scoring pass: its buffers stay a few megabytes, reused chunk to chunk
 _MEAN_MASK_BAND = 0.01  # largest fraction of output pixels whose side of the threshold the mean mask leaves open
 
 
@@ -1214,8 +1248,10 @@ def instance_inference(
         geometry: the image's :class:`MaskGeometry` (``None``: `mask_pred` is at the output size).
         threshold: ``None`` keeps every pair (the original). Otherwise only pairs with a final score
             ``>= threshold`` and a non-empty mask are kept; pairs whose class probability times the sigmoid of
-            their query's largest mask logit is below it are dropped before their masks are resized (exact: the
-            final score never exceeds that bound).
+            their query's largest mask logit is below it are dropped before their masks are resized, and so are,
+            when the queries' masks lie close to their mean (an untrained model's), pairs whose class probability
+            times a bound from the resized mean mask is (:func:`_mask_score_upper_bounds`). Exact: the final
+            score never exceeds either bound.
 
     Returns:
         dict with ``masks [n, ...]`` bool, ``scores [n]``, ``labels [n]`` and ``query_indices [n]``, sorted by

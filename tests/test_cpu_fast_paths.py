@@ -238,3 +238,16 @@ def test_instance_threshold_on_near_identical_masks_keeps_exactly_the_full_compu
     bounds = _mask_score_upper_bounds(masks, geometry, 0.5)
     class_scores = class_logits.softmax(-1)[:, :-1]
     assert int((class_scores * bounds[:, None] >= threshold).sum()) < class_scores.numel() // 2
+
+
+def test_resized_mask_scores_in_chunks_equal_the_direct_computation():
+    """More masks than one chunk of the scoring pass: binary masks, areas and scores as computed directly."""
+    from hf_maskformer_series.post_processing import _SCORE_CHUNK, _resized_mask_scores
+
+    geometry = MaskGeometry(padded=(96, 128), crop=(90, 121), output=(107, 150))
+    logits = torch.randn(2 * _SCORE_CHUNK + 5, 24, 32, generator=torch.Generator().manual_seed(8)) * 3
+    binary, scores, areas = _resized_mask_scores(logits, geometry, 0.5)
+    resized = upsample_crop_resize(logits, geometry.padded, geometry.crop, geometry.output)
+    assert torch.equal(binary, resized > 0)
+    assert torch.equal(areas, (resized > 0).flatten(1).sum(1))
+    torch.testing.assert_close(scores, _exact_mask_scores(logits, geometry, 0.5).float(), rtol=1e-4, atol=0)
