@@ -251,3 +251,15 @@ def test_resized_mask_scores_in_chunks_equal_the_direct_computation():
     assert torch.equal(binary, resized > 0)
     assert torch.equal(areas, (resized > 0).flatten(1).sum(1))
     torch.testing.assert_close(scores, _exact_mask_scores(logits, geometry, 0.5).float(), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("rows", [0, 1, 127, 128, 20480, 20481])
+def test_column_sums_stay_near_float32_rounding(rows):
+    """Many similar values (a block of a scoring pass): the grouped sums keep the float64 sum to ~1e-7."""
+    from hf_maskformer_series.post_processing import _column_sums
+
+    values = 0.49 + 0.01 * torch.rand(rows, 7, generator=torch.Generator().manual_seed(rows))
+    expected = values.double().sum(0)
+    sums = _column_sums(values)
+    assert sums.dtype == torch.float64 and sums.shape == (7,)
+    torch.testing.assert_close(sums, expected, rtol=1e-6, atol=1e-9)
