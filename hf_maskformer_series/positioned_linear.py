@@ -76,6 +76,16 @@ class _PositionedLinearFunction(torch.autograd.Function):
         return (grad_states, grad_positions, *grads)
 
 
+def _keeps_the_sum_out(states: torch.Tensor, positions: torch.Tensor) -> bool:
+    """Whether the projections of `states + positions` go through `_PositionedLinearFunction`: autograd records,
+    nothing traces, and `positions` broadcasts to `states` (not the other way round)."""
+    return (
+        torch.is_grad_enabled()
+        and not is_tracing()
+        and states.shape == torch.broadcast_shapes(states.shape, positions.shape)
+    )
+
+
 def positioned_projections(states: torch.Tensor, positions: torch.Tensor | None,
                            weights_and_biases: tuple[tuple[torch.Tensor, torch.Tensor | None], ...]):
     """`tuple(F.linear(states + positions, weight, bias) for weight, bias in weights_and_biases)`, keeping only
@@ -86,9 +96,7 @@ def positioned_projections(states: torch.Tensor, positions: torch.Tensor | None,
     """
     if positions is None:
         return tuple(F.linear(states, weight, bias) for weight, bias in weights_and_biases)
-    if not torch.is_grad_enabled() or is_tracing() or states.shape != torch.broadcast_shapes(
-        states.shape, positions.shape
-    ):
+    if not _keeps_the_sum_out(states, positions):
         summed = states + positions
         return tuple(F.linear(summed, weight, bias) for weight, bias in weights_and_biases)
     return _PositionedLinearFunction.apply(states, positions, *[tensor for pair in weights_and_biases for tensor in pair])
@@ -108,13 +116,7 @@ def positioned_linear(states: torch.Tensor, positions: torch.Tensor | None, laye
     """
     if positions is None:
         return tuple(layer(states) for layer in layers)
-    plain = (
-        not torch.is_grad_enabled()
-        or is_tracing()
-        or not all(is_plain_linear(layer) for layer in layers)
-        or states.shape != torch.broadcast_shapes(states.shape, positions.shape)
-    )
-    if plain:
+    if not (_keeps_the_sum_out(states, positions) and all(is_plain_linear(layer) for layer in layers)):
         summed = states + positions
         return tuple(layer(summed) for layer in layers)
     parameters = [tensor for layer in layers for tensor in (layer.weight, layer.bias)]

@@ -1065,6 +1065,9 @@ def _mask_sums(
     return inside_sum, areas
 
 
+_SCORE_CHUNK = 32  # masks per chunk of the scoring pass: its buffers stay a few megabytes, reused chunk to chunk
+
+
 def _resized_mask_scores(
     mask_logits: torch.Tensor, geometry: MaskGeometry, mask_threshold: float, with_binary: bool = True
 ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
@@ -1104,7 +1107,6 @@ def _resized_binary_masks(mask_logits: torch.Tensor, geometry: MaskGeometry, mas
     return binary.movedim(-1, 0)
 
 
-_SCORE_CHUNK = 32  # masks per chunk of the scoring pass: its buffers stay a few megabytes, reused chunk to chunk
 _MEAN_MASK_BAND = 0.01  # largest fraction of output pixels whose side of the threshold the mean mask leaves open
 
 
@@ -1203,8 +1205,8 @@ def instance_selection(
         # logit (every resized logit is a convex combination of the model-resolution ones): pairs that cannot
         # reach `threshold` even so are dropped before their masks are resized
         best_mask_prob = mask_pred.flatten(1).amax(1).float().sigmoid()[query_indices]
-        candidates = (class_scores >= threshold) & (class_scores * best_mask_prob * (1 + _SCORE_MARGIN) >= threshold)
-        class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
+        keep = (class_scores >= threshold) & (class_scores * best_mask_prob * (1 + _SCORE_MARGIN) >= threshold)
+        class_scores, labels, query_indices = class_scores[keep], labels[keep], query_indices[keep]
     unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
     bounds = None
     if threshold is not None and geometry is not None:
@@ -1212,8 +1214,8 @@ def instance_selection(
         # without resizing their masks (exact, as above)
         bounds = _mask_score_upper_bounds(mask_pred[unique_queries], geometry, mask_threshold)
         if bounds is not None:
-            candidates = class_scores * bounds[inverse] * (1 + _SCORE_MARGIN) >= threshold
-            class_scores, labels, query_indices = class_scores[candidates], labels[candidates], query_indices[candidates]
+            keep = class_scores * bounds[inverse] * (1 + _SCORE_MARGIN) >= threshold
+            class_scores, labels, query_indices = class_scores[keep], labels[keep], query_indices[keep]
             unique_queries, inverse = torch.unique(query_indices, return_inverse=True)
     logits = mask_pred[unique_queries]
     # with a threshold and a geometry, the scores come first (no full-size array) and only the kept masks are
